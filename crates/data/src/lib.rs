@@ -1,0 +1,1 @@
+//! Step one of the pipeline: caption datasets, text normalisation, the vocabulary and batching.
