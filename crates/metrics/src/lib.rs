@@ -1,1 +1,135 @@
-//! Caption evaluation identical to the COCO caption evaluation code (pycocoevalcap), in pure Rust.
+//! Caption evaluation identical to the COCO caption evaluation code (pycocoevalcap 1.2,
+//! <https://github.com/salaniz/pycocoevalcap>), in pure Rust with no Java: PTB tokenisation,
+//! BLEU-1..4, ROUGE-L and CIDEr-D, at corpus level and per image.
+//!
+//! ```
+//! let references = vec![vec!["A dog runs on the grass.", "A brown dog is running."]];
+//! let candidates = vec!["A dog is running on grass."];
+//! let scores = captioner_metrics::evaluate(&references, &candidates).unwrap();
+//! assert!(scores.corpus.cider_d > 0.0 && scores.corpus.bleu[0] <= 1.0);
+//! ```
+//!
+//! Every number is checked against fixtures written by pycocoevalcap itself
+//! (`scripts/metrics_fixtures.py`) to 1e-9.
+
+pub mod bleu;
+pub mod cider;
+pub mod rouge;
+pub mod tokenizer;
+mod words;
+
+pub use cider::{CiderD, PreparedRefs};
+
+use serde::Serialize;
+
+/// Errors from the metrics API. User data never makes the library panic.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MetricsError {
+    #[error("{references} reference sets but {candidates} candidates: they must pair up by index")]
+    LengthMismatch {
+        references: usize,
+        candidates: usize,
+    },
+    #[error("image #{index} has no reference captions")]
+    NoReferences { index: usize },
+    #[error("nothing to evaluate: no images")]
+    Empty,
+}
+
+/// The scores of one image, or the corpus scores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct MetricScores {
+    /// BLEU-1..4 (`Bleu_1` .. `Bleu_4` in pycocoevalcap).
+    pub bleu: [f64; 4],
+    /// ROUGE-L (`ROUGE_L`).
+    pub rouge_l: f64,
+    /// CIDEr-D (`CIDEr`).
+    pub cider_d: f64,
+}
+
+/// Corpus scores and per-image scores (in the order of the input).
+///
+/// Corpus BLEU is computed from counts summed over the corpus (not a mean of per-image BLEU);
+/// corpus ROUGE-L and CIDEr-D are means over images, as in pycocoevalcap.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Scores {
+    pub corpus: MetricScores,
+    pub per_image: Vec<MetricScores>,
+}
+
+/// Tokenise raw captions as pycocoevalcap does (references in one tokenizer call, candidates
+/// in another, both in image order) and score them. `references[i]` are the references of the
+/// image whose candidate is `candidates[i]`. An empty candidate is scored (0), not an error.
+pub fn evaluate<R: AsRef<str>, C: AsRef<str>>(
+    references: &[Vec<R>],
+    candidates: &[C],
+) -> Result<Scores, MetricsError> {
+    check_shapes(references.iter().map(Vec::len), references.len(), candidates.len())?;
+    let flat: Vec<&str> = references.iter().flatten().map(AsRef::as_ref).collect();
+    let mut tokenized = tokenizer::tokenize_all(&flat).into_iter();
+    let refs: Vec<Vec<String>> = references
+        .iter()
+        .map(|r| tokenized.by_ref().take(r.len()).collect())
+        .collect();
+    let cands = tokenizer::tokenize_all(candidates);
+    evaluate_tokenized(&refs, &cands)
+}
+
+/// Score captions that are already tokenised (tokens joined by spaces, as
+/// [`tokenizer::tokenize`] returns them).
+pub fn evaluate_tokenized<R: AsRef<str>, C: AsRef<str>>(
+    references: &[Vec<R>],
+    candidates: &[C],
+) -> Result<Scores, MetricsError> {
+    check_shapes(references.iter().map(Vec::len), references.len(), candidates.len())?;
+    let cider = CiderD::from_references(references)?;
+    // One vocabulary for the BLEU and ROUGE-L word ids; CIDEr-D keeps its own.
+    let mut vocab = words::Vocab::default();
+    let mut bleu_stats = Vec::with_capacity(candidates.len());
+    let mut per_image = Vec::with_capacity(candidates.len());
+    for (refs, cand) in references.iter().zip(candidates) {
+        let cand = cand.as_ref();
+        let ref_words: Vec<Vec<u32>> = refs.iter().map(|r| vocab.ids(r.as_ref())).collect();
+        let stats = bleu::stats(&vocab.ids(cand), &ref_words);
+        let ref_spaced: Vec<Vec<u32>> = refs
+            .iter()
+            .map(|r| words::split_spaces(r.as_ref()).map(|w| vocab.id(w)).collect())
+            .collect();
+        let cand_spaced: Vec<u32> = words::split_spaces(cand).map(|w| vocab.id(w)).collect();
+        per_image.push(MetricScores {
+            bleu: bleu::image_score(&stats),
+            rouge_l: rouge::score(&cand_spaced, &ref_spaced),
+            cider_d: cider.score_against(cand, refs),
+        });
+        bleu_stats.push(stats);
+    }
+    let n = per_image.len() as f64;
+    let corpus = MetricScores {
+        bleu: bleu::corpus_score(&bleu_stats),
+        rouge_l: per_image.iter().map(|s| s.rouge_l).sum::<f64>() / n,
+        cider_d: per_image.iter().map(|s| s.cider_d).sum::<f64>() / n,
+    };
+    Ok(Scores { corpus, per_image })
+}
+
+fn check_shapes(
+    ref_counts: impl Iterator<Item = usize>,
+    references: usize,
+    candidates: usize,
+) -> Result<(), MetricsError> {
+    if references != candidates {
+        return Err(MetricsError::LengthMismatch {
+            references,
+            candidates,
+        });
+    }
+    if references == 0 {
+        return Err(MetricsError::Empty);
+    }
+    for (index, count) in ref_counts.enumerate() {
+        if count == 0 {
+            return Err(MetricsError::NoReferences { index });
+        }
+    }
+    Ok(())
+}

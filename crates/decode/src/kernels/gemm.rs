@@ -1,0 +1,147 @@
+//! Safe row-major GEMM over slices, backed by the `gemm` crate (AVX-512 micro-kernels, rayon).
+//!
+//! We measured the `gemm` crate with its `x86-v4` kernels against hand-written alternatives and
+//! kept it: it packs and blocks for cache itself and reaches most of the FMA peak on the shapes
+//! that matter here (see the crate README / benchmark notes).
+
+use super::{check_len, KernelError};
+use gemm::Parallelism;
+
+/// Whether a GEMM operand is used as stored or transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trans {
+    /// Use the matrix as stored (row-major).
+    No,
+    /// Use the transpose of the stored row-major matrix.
+    Yes,
+}
+
+/// `c = (accumulate ? c : 0) + alpha * op(a) · op(b)`, all row-major.
+///
+/// `op(a)` is `[m, k]` (so `a` is stored `[m, k]`, or `[k, m]` when `ta == Trans::Yes`), `op(b)` is
+/// `[k, n]`, `c` is `[m, n]`. Uses every rayon thread when the product is large enough to pay.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    ta: Trans,
+    b: &[f32],
+    tb: Trans,
+    c: &mut [f32],
+    accumulate: bool,
+) -> Result<(), KernelError> {
+    check_len("gemm a", a.len(), m * k)?;
+    check_len("gemm b", b.len(), k * n)?;
+    check_len("gemm c", c.len(), m * n)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
+        return Ok(());
+    }
+    // (row stride, column stride) of op(x) inside the stored buffer.
+    let (a_rs, a_cs) = match ta {
+        Trans::No => (k as isize, 1),
+        Trans::Yes => (1, m as isize),
+    };
+    let (b_rs, b_cs) = match tb {
+        Trans::No => (n as isize, 1),
+        Trans::Yes => (1, k as isize),
+    };
+    // SAFETY: the lengths were checked above, so every (row, col) the strides address lies inside
+    // its slice: op(a) spans max index (m-1)*a_rs + (k-1)*a_cs = m*k-1, likewise op(b) and c.
+    // `c` is borrowed mutably, so it cannot alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0,
+            alpha,
+            false,
+            false,
+            false,
+            Parallelism::Rayon(0),
+        );
+    }
+    Ok(())
+}
+
+/// Reference for [`gemm`]: the textbook triple loop with `f64` accumulation.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_ref(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: &[f32],
+    ta: Trans,
+    b: &[f32],
+    tb: Trans,
+    c: &mut [f32],
+    accumulate: bool,
+) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0f64;
+            for p in 0..k {
+                let av = if ta == Trans::No { a[i * k + p] } else { a[p * m + i] };
+                let bv = if tb == Trans::No { b[p * n + j] } else { b[j * k + p] };
+                s += av as f64 * bv as f64;
+            }
+            let prev = if accumulate { c[i * n + j] as f64 } else { 0.0 };
+            c[i * n + j] = (prev + alpha as f64 * s) as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn matches_reference_all_transposes() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for &(m, n, k) in &[(1, 1, 1), (7, 13, 5), (33, 65, 17), (64, 40, 130)] {
+            for ta in [Trans::No, Trans::Yes] {
+                for tb in [Trans::No, Trans::Yes] {
+                    for acc in [false, true] {
+                        let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+                        let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                        let c0: Vec<f32> = (0..m * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                        let (mut c1, mut c2) = (c0.clone(), c0.clone());
+                        gemm(m, n, k, 0.5, &a, ta, &b, tb, &mut c1, acc).unwrap();
+                        gemm_ref(m, n, k, 0.5, &a, ta, &b, tb, &mut c2, acc);
+                        for (x, y) in c1.iter().zip(&c2) {
+                            assert!((x - y).abs() < 1e-4, "{m}x{n}x{k} {ta:?} {tb:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shape_mismatch_is_an_error() {
+        let mut c = vec![0.0; 4];
+        let err = gemm(2, 2, 2, 1.0, &[0.0; 3], Trans::No, &[0.0; 4], Trans::No, &mut c, false);
+        assert!(matches!(err, Err(KernelError::Len { what: "gemm a", .. })));
+    }
+}

@@ -1,0 +1,245 @@
+//! Fused vocabulary projection + softmax + cross-entropy, forward and gradient in one pass.
+//!
+//! For `N = B*T` rows of hidden states `x` `[N, D]`, a projection `w` `[V, D]` (PyTorch
+//! `nn.Linear.weight` layout) and bias `[V]`, the loss is PyTorch's
+//! `cross_entropy(x @ w.T + b, targets, ignore_index, label_smoothing)` with mean reduction over
+//! the rows that are not ignored. Rows are processed in chunks: a chunk's logits are computed,
+//! turned into their gradient in place, and consumed by the two backward GEMMs before the next
+//! chunk, so the `[N, V]` logits never exist in full (with the default chunk size they exist once
+//! per chunk, in cache-sized pieces). Ignored (padding) rows are skipped entirely, like
+//! `pack_padded_sequence` does in PyTorch.
+
+use super::act::{exp, multiversion};
+use super::gemm::{gemm, Trans};
+use super::{add_col_sums, check_len, KernelError};
+use rayon::prelude::*;
+
+/// Loss options.
+#[derive(Clone, Copy, Debug)]
+pub struct XentConfig {
+    /// PyTorch `label_smoothing` in `[0, 1)`: the target distribution is
+    /// `(1 - ε)·onehot + ε/V`.
+    pub label_smoothing: f32,
+    /// Rows whose target equals this id (the padding token) contribute neither loss nor gradient.
+    pub ignore_index: Option<u32>,
+    /// Rows per chunk; bounds the logits workspace to `chunk_rows * V` floats.
+    pub chunk_rows: usize,
+}
+
+impl Default for XentConfig {
+    fn default() -> Self {
+        Self {
+            label_smoothing: 0.0,
+            ignore_index: None,
+            chunk_rows: 256,
+        }
+    }
+}
+
+/// Shapes of a fused-loss call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XentDims {
+    /// Rows `N` (tokens).
+    pub rows: usize,
+    /// Hidden features `D`.
+    pub dim: usize,
+    /// Vocabulary `V`.
+    pub vocab: usize,
+}
+
+/// Result of a fused-loss call.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct XentStats {
+    /// Mean loss over non-ignored rows (0 when all rows are ignored).
+    pub loss: f32,
+    /// Sum of per-row losses (for averaging over several batches exactly).
+    pub loss_sum: f64,
+    /// Rows that were not ignored.
+    pub n_valid: usize,
+}
+
+/// Gradient outputs: `x` is overwritten (ignored rows get zeros), `w`/`b` are accumulated.
+#[derive(Debug)]
+pub struct XentGrads<'a> {
+    /// `d x`, `[N, D]`.
+    pub x: &'a mut [f32],
+    /// `d w`, `[V, D]` (`+=`).
+    pub w: &'a mut [f32],
+    /// `d b`, `[V]` (`+=`).
+    pub b: &'a mut [f32],
+}
+
+/// Reusable buffers so repeated calls do not fault in fresh pages for the logits every step.
+#[derive(Debug, Default, Clone)]
+pub struct XentWorkspace {
+    logits: Vec<f32>,
+    xc: Vec<f32>,
+    dxc: Vec<f32>,
+    rows: Vec<usize>,
+    row_loss: Vec<f64>,
+}
+
+impl XentWorkspace {
+    /// Empty workspace; grows on first use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+multiversion! {
+    /// One row: logits in, loss out; with `grad_scale > 0` the row becomes
+    /// `grad_scale * (softmax - target_distribution)`.
+    fn row_xent(row: &mut [f32], target: usize, smoothing: f32, grad_scale: f32) -> f64 {
+        let v = row.len() as f32;
+        let mut mx = f32::NEG_INFINITY;
+        let mut sum_l = 0f32;
+        for &l in row.iter() {
+            mx = mx.max(l);
+            sum_l += l;
+        }
+        let mut s = 0f32;
+        for l in row.iter_mut() {
+            let e = exp(*l - mx);
+            s += e;
+            *l = e;
+        }
+        let lse = mx + s.ln();
+        // Recover the target's logit from its exponential: e_y = exp(l_y - mx).
+        let l_y = row[target].ln() + mx;
+        let loss = lse - (1.0 - smoothing) * l_y - smoothing / v * (sum_l - v * lse) - smoothing * lse;
+        if grad_scale > 0.0 {
+            let inv = grad_scale / s;
+            let off = grad_scale * smoothing / v;
+            for e in row.iter_mut() {
+                *e = *e * inv - off;
+            }
+            row[target] -= grad_scale * (1.0 - smoothing);
+        }
+        loss as f64
+    }
+}
+
+/// Fused `cross_entropy(x @ w.T + b, targets)`; computes gradients of the mean loss when `grads`
+/// is given (the training path) and only the loss otherwise (evaluation).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_xent(
+    dims: &XentDims,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    targets: &[u32],
+    cfg: &XentConfig,
+    mut grads: Option<XentGrads>,
+    ws: &mut XentWorkspace,
+) -> Result<XentStats, KernelError> {
+    let XentDims { rows: n, dim: d, vocab: v } = *dims;
+    check_len("xent x", x.len(), n * d)?;
+    check_len("xent w", w.len(), v * d)?;
+    check_len("xent b", b.len(), v)?;
+    check_len("xent targets", targets.len(), n)?;
+    if !(0.0..1.0).contains(&cfg.label_smoothing) || cfg.chunk_rows == 0 || v == 0 {
+        return Err(KernelError::Invalid(format!("xent config {cfg:?} with vocab {v}")));
+    }
+    if let Some(g) = grads.as_ref() {
+        check_len("xent dx", g.x.len(), n * d)?;
+        check_len("xent dw", g.w.len(), v * d)?;
+        check_len("xent db", g.b.len(), v)?;
+    }
+    ws.rows.clear();
+    for (row, &t) in targets.iter().enumerate() {
+        if Some(t) == cfg.ignore_index {
+            continue;
+        }
+        if t as usize >= v {
+            return Err(KernelError::Target { row, target: t, vocab: v });
+        }
+        ws.rows.push(row);
+    }
+    let n_valid = ws.rows.len();
+    if let Some(g) = grads.as_mut() {
+        g.x.fill(0.0);
+    }
+    if n_valid == 0 {
+        return Ok(XentStats::default());
+    }
+    let grad_scale = if grads.is_some() { 1.0 / n_valid as f32 } else { 0.0 };
+    let chunk = cfg.chunk_rows.min(n_valid);
+    ws.logits.resize(chunk * v, 0.0);
+    ws.xc.resize(chunk * d, 0.0);
+    ws.dxc.resize(chunk * d, 0.0);
+    ws.row_loss.resize(chunk, 0.0);
+    let mut loss_sum = 0f64;
+    for start in (0..n_valid).step_by(chunk) {
+        let rows = &ws.rows[start..(start + chunk).min(n_valid)];
+        let c = rows.len();
+        let (xc, logits) = (&mut ws.xc[..c * d], &mut ws.logits[..c * v]);
+        for (dst, &r) in xc.chunks_exact_mut(d).zip(rows) {
+            dst.copy_from_slice(&x[r * d..(r + 1) * d]);
+        }
+        for row in logits.chunks_exact_mut(v) {
+            row.copy_from_slice(b);
+        }
+        gemm(c, v, d, 1.0, xc, Trans::No, w, Trans::Yes, logits, true)?;
+        let smoothing = cfg.label_smoothing;
+        logits
+            .par_chunks_mut(v)
+            .zip(ws.row_loss[..c].par_iter_mut())
+            .zip(rows.par_iter())
+            .for_each(|((row, out), &r)| {
+                *out = row_xent(row, targets[r] as usize, smoothing, grad_scale);
+            });
+        loss_sum += ws.row_loss[..c].iter().sum::<f64>();
+        if let Some(g) = grads.as_mut() {
+            let dxc = &mut ws.dxc[..c * d];
+            gemm(c, d, v, 1.0, logits, Trans::No, w, Trans::No, dxc, false)?;
+            for (src, &r) in dxc.chunks_exact(d).zip(rows) {
+                g.x[r * d..(r + 1) * d].copy_from_slice(src);
+            }
+            gemm(v, d, c, 1.0, logits, Trans::Yes, xc, Trans::No, g.w, true)?;
+            add_col_sums(logits, v, g.b);
+        }
+    }
+    Ok(XentStats {
+        loss: (loss_sum / n_valid as f64) as f32,
+        loss_sum,
+        n_valid,
+    })
+}
+
+/// Reference for [`linear_xent`] in `f64` with the full logits matrix. Returns
+/// `(mean loss, dx, dw, db)` of the mean loss.
+#[allow(clippy::type_complexity)]
+pub fn linear_xent_ref(
+    dims: &XentDims,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    targets: &[u32],
+    cfg: &XentConfig,
+) -> (f64, Vec<f64>, Vec<f64>, Vec<f64>) {
+    let XentDims { rows: n, dim: d, vocab: v } = *dims;
+    let eps = cfg.label_smoothing as f64;
+    let valid: Vec<usize> = (0..n).filter(|&r| Some(targets[r]) != cfg.ignore_index).collect();
+    let nv = valid.len().max(1) as f64;
+    let (mut dx, mut dw, mut db) = (vec![0f64; n * d], vec![0f64; v * d], vec![0f64; v]);
+    let mut total = 0f64;
+    for &r in &valid {
+        let logits: Vec<f64> = (0..v)
+            .map(|j| b[j] as f64 + (0..d).map(|k| x[r * d + k] as f64 * w[j * d + k] as f64).sum::<f64>())
+            .collect();
+        let mx = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = mx + logits.iter().map(|l| (l - mx).exp()).sum::<f64>().ln();
+        let y = targets[r] as usize;
+        for (j, &l) in logits.iter().enumerate() {
+            let q = eps / v as f64 + if j == y { 1.0 - eps } else { 0.0 };
+            total += q * (lse - l);
+            let g = ((l - lse).exp() - q) / nv;
+            db[j] += g;
+            for k in 0..d {
+                dw[j * d + k] += g * x[r * d + k] as f64;
+                dx[r * d + k] += g * w[j * d + k] as f64;
+            }
+        }
+    }
+    (total / nv, dx, dw, db)
+}

@@ -1,0 +1,1 @@
+//! Candle custom ops (see crate docs).

@@ -1,0 +1,178 @@
+//! Row-major f32 GEMM with a fused bias / residual / activation epilogue, on top of the `gemm` crate.
+//!
+//! Work is split over output rows: each rayon task multiplies a block of rows single-threaded and
+//! runs the epilogue on it while the block is still in L2, instead of a second pass over memory.
+
+use rayon::prelude::*;
+
+use super::{check_len, num_threads, Activation, KernelError, Result};
+
+/// What happens to `a @ b` before it is stored: `act(a @ b + bias[col] + residual[row, col])`.
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub residual: Option<&'a [f32]>,
+    pub act: Activation,
+}
+
+impl<'a> Epilogue<'a> {
+    pub fn new(bias: Option<&'a [f32]>, act: Activation) -> Self {
+        Self {
+            bias,
+            residual: None,
+            act,
+        }
+    }
+
+    pub fn with_residual(mut self, residual: &'a [f32]) -> Self {
+        self.residual = Some(residual);
+        self
+    }
+
+    pub(crate) fn check(&self, m: usize, n: usize) -> Result<()> {
+        if let Some(bias) = self.bias {
+            check_len("bias", n, bias.len())?;
+        }
+        if let Some(res) = self.residual {
+            check_len("residual", m * n, res.len())?;
+        }
+        Ok(())
+    }
+
+    /// Applies the epilogue to `out`, the rows `row0..row0 + out.len() / n` of the full output.
+    pub(crate) fn apply(&self, out: &mut [f32], n: usize, row0: usize) {
+        let res = self
+            .residual
+            .map(|r| &r[row0 * n..row0 * n + out.len()]);
+        for (i, row) in out.chunks_exact_mut(n).enumerate() {
+            let res_row = res.map(|r| &r[i * n..(i + 1) * n]);
+            match (self.bias, res_row) {
+                (Some(b), Some(r)) => {
+                    for ((o, &b), &r) in row.iter_mut().zip(b).zip(r) {
+                        *o = self.act.apply(*o + b + r);
+                    }
+                }
+                (Some(b), None) => {
+                    for (o, &b) in row.iter_mut().zip(b) {
+                        *o = self.act.apply(*o + b);
+                    }
+                }
+                (None, Some(r)) => {
+                    for (o, &r) in row.iter_mut().zip(r) {
+                        *o = self.act.apply(*o + r);
+                    }
+                }
+                (None, None) => {
+                    if self.act != Activation::Identity {
+                        row.iter_mut().for_each(|o| *o = self.act.apply(*o));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows per rayon task for an `m x n` output with inner size `k`, or `None` to run one GEMM with
+/// the `gemm` crate's own threading (too few rows to split without re-packing `b` per task).
+pub(crate) fn rows_per_task(m: usize, k: usize, threads: usize) -> Option<usize> {
+    // The gemm crate re-packs `b` on every call, costing about `k * n`; blocks of a few hundred
+    // rows amortise that to a few percent. Capping by `k` bounds an im2col block to ~1 MiB.
+    const MIN_ROWS: usize = 256;
+    let by_scratch = (256 * 1024 / k.max(1)).max(64);
+    let by_threads = m.div_ceil(threads * 4);
+    let rows = by_threads.clamp(MIN_ROWS, 1024).min(by_scratch);
+    if threads <= 1 || m < rows * 2 {
+        return if threads <= 1 { Some(m.max(1)) } else { None };
+    }
+    Some(rows)
+}
+
+/// `c[m, n] = a[m, k] @ b[k, n]` for row-major contiguous blocks, no epilogue.
+pub(crate) fn gemm_block(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize, par: bool) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c[..m * n].fill(0.0);
+        return;
+    }
+    let parallelism = if par && num_threads() > 1 {
+        gemm::Parallelism::Rayon(num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assert above guarantees every index the strides below can reach is in bounds:
+    // a is m x k (row stride k), b is k x n (row stride n), c is m x n (row stride n); `c` is an
+    // exclusive borrow so nothing aliases it; read_dst = false means c's old contents are unused.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// `out[m, n] = epilogue(a[m, k] @ b[k, n])`, all row-major.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    epilogue: &Epilogue,
+) -> Result<()> {
+    check_len("matmul lhs", m * k, a.len())?;
+    check_len("matmul rhs", k * n, b.len())?;
+    check_len("matmul output", m * n, out.len())?;
+    epilogue.check(m, n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    match rows_per_task(m, k, num_threads()) {
+        None => {
+            gemm_block(a, b, out, m, k, n, true);
+            epilogue.apply(out, n, 0);
+        }
+        Some(rows) => {
+            out.par_chunks_mut(rows * n)
+                .enumerate()
+                .for_each(|(i, chunk)| {
+                    let row0 = i * rows;
+                    let r = chunk.len() / n;
+                    gemm_block(&a[row0 * k..(row0 + r) * k], b, chunk, r, k, n, false);
+                    epilogue.apply(chunk, n, row0);
+                });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that a weight matrix is `k x n`, naming the layer side in the error.
+pub(crate) fn check_weight(what: &'static str, k: usize, n: usize, len: usize) -> Result<()> {
+    if k * n != len {
+        return Err(KernelError::Shape(format!(
+            "{what}: weight has {len} elements, expected {k} x {n}"
+        )));
+    }
+    Ok(())
+}
