@@ -14,20 +14,29 @@ fn help_lists_every_subcommand() {
     for sub in [
         "caption", "extract", "train", "eval", "serve", "vocab", "inspect",
     ] {
-        assert!(help.contains(sub), "--help does not mention `{sub}`:\n{help}");
+        assert!(
+            help.contains(sub),
+            "--help does not mention `{sub}`:\n{help}"
+        );
     }
 }
 
 #[test]
 fn version_is_printed() {
-    let out = captioner().arg("--version").output().expect("run captioner");
+    let out = captioner()
+        .arg("--version")
+        .output()
+        .expect("run captioner");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("captioner "));
 }
 
 #[test]
 fn unknown_subcommand_fails_with_usage() {
-    let out = captioner().arg("frobnicate").output().expect("run captioner");
+    let out = captioner()
+        .arg("frobnicate")
+        .output()
+        .expect("run captioner");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("frobnicate"));
 }

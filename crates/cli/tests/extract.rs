@@ -42,10 +42,17 @@ const GOOD: [&str; 3] = [
 
 fn folder_with_broken_images(dir: &Path) {
     for name in GOOD {
-        std::fs::copy(shared_data().join("flickr8k/images").join(name), dir.join(name))
-            .expect("copy image");
+        std::fs::copy(
+            shared_data().join("flickr8k/images").join(name),
+            dir.join(name),
+        )
+        .expect("copy image");
     }
-    std::fs::write(dir.join("zz_broken.jpg"), b"\xff\xd8\xff\xe0 not really a jpeg").expect("w");
+    std::fs::write(
+        dir.join("zz_broken.jpg"),
+        b"\xff\xd8\xff\xe0 not really a jpeg",
+    )
+    .expect("w");
     std::fs::write(dir.join("zz_empty.png"), b"").expect("w");
     std::fs::write(dir.join("notes.txt"), b"not an image, not picked up").expect("w");
 }
@@ -76,13 +83,21 @@ fn folder_extract_skips_broken_files_and_resumes() {
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("encoded 3 images"), "{stdout}");
     assert!(stdout.contains("2 failed"), "{stdout}");
-    assert!(stderr.contains("zz_broken.jpg") && stderr.contains("zz_empty.png"), "{stderr}");
+    assert!(
+        stderr.contains("zz_broken.jpg") && stderr.contains("zz_empty.png"),
+        "{stderr}"
+    );
 
     let cache = FeatureCache::open(&out_dir).expect("open cache");
     assert_eq!(cache.len(), 3);
     assert_eq!(cache.index().shards.len(), 2);
     assert_eq!(cache.meta().spatial_cells, Some(49));
-    let failed: Vec<&str> = cache.index().failures.iter().map(|f| f.id.as_str()).collect();
+    let failed: Vec<&str> = cache
+        .index()
+        .failures
+        .iter()
+        .map(|f| f.id.as_str())
+        .collect();
     assert_eq!(failed, ["zz_broken.jpg", "zz_empty.png"]);
     let pooled = cache.pooled(GOOD[1]).expect("pooled");
     let spatial = cache.spatial(GOOD[1]).expect("spatial");
@@ -96,7 +111,10 @@ fn folder_extract_skips_broken_files_and_resumes() {
     let out = run(&args);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(stdout.contains("encoded 0 images, skipped 3 already cached, 2 failed"), "{stdout}");
+    assert!(
+        stdout.contains("encoded 0 images, skipped 3 already cached, 2 failed"),
+        "{stdout}"
+    );
 
     // `inspect --cache` summarises it.
     let out = run(&["inspect".as_ref(), "--cache".as_ref(), out_dir.as_os_str()]);
@@ -146,7 +164,11 @@ fn dataset_spec_extract_matches_folder_ids() {
         weights().as_os_str(),
     ]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("another --out"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("another --out"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -161,5 +183,9 @@ fn missing_image_folder_is_named() {
         tmp.path().join("f").as_os_str(),
     ]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("no-such-folder"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no-such-folder"),
+        "{}",
+        text(&out.stderr)
+    );
 }

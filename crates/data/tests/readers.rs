@@ -15,12 +15,17 @@ fn flickr8k_dir() -> std::path::PathBuf {
 
 #[test]
 fn flickr8k_counts_splits_and_the_missing_image() {
-    let spec: DatasetSpec = format!("flickr8k:{}", flickr8k_dir().display()).parse().unwrap();
+    let spec: DatasetSpec = format!("flickr8k:{}", flickr8k_dir().display())
+        .parse()
+        .unwrap();
     let (ds, report) = spec.load().unwrap();
     assert_eq!(ds.len(), 8091);
     assert_eq!(ds.num_captions(), 40455);
     assert_eq!(report.captions, 40455);
-    assert_eq!(report.missing_images, vec![ImageId::from("2258277193_586949ec62.jpg.1")]);
+    assert_eq!(
+        report.missing_images,
+        vec![ImageId::from("2258277193_586949ec62.jpg.1")]
+    );
     assert_eq!(report.captions_without_image, 5);
     assert!(report.checked_image_files);
     assert_eq!(ds.split(Split::Train).count(), 6000);
@@ -49,7 +54,11 @@ fn kaggle_csv_from_tokens(tokens: &str) -> String {
     for line in flickr8k::parse_tokens(tokens, "t").unwrap() {
         let cap = line.caption;
         if cap.contains([',', '"', '\n']) {
-            out.push_str(&format!("{},\"{}\"\n", line.image, cap.replace('"', "\"\"")));
+            out.push_str(&format!(
+                "{},\"{}\"\n",
+                line.image,
+                cap.replace('"', "\"\"")
+            ));
         } else {
             out.push_str(&format!("{},{}\n", line.image, cap));
         }
@@ -66,9 +75,13 @@ fn kaggle_csv_generated_from_the_token_file_matches_it() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("captions.txt");
     std::fs::write(&path, &csv).unwrap();
-    let spec: DatasetSpec = format!("flickr8k-csv:{}@{}", path.display(), dir.join("images").display())
-        .parse()
-        .unwrap();
+    let spec: DatasetSpec = format!(
+        "flickr8k-csv:{}@{}",
+        path.display(),
+        dir.join("images").display()
+    )
+    .parse()
+    .unwrap();
     let (from_csv, report) = spec.load().unwrap();
     let (from_tokens, _) = flickr8k::load_dir(&dir).unwrap();
     assert_eq!(report.captions, 40455);
@@ -91,7 +104,10 @@ fn kaggle_csv_edge_cases() {
                 c.jpg,\"multi\nline\"\n\
                 d.jpg,unicode café ☕\n";
     let (ds, report) = captions_csv::from_bytes(text.as_bytes(), "captions.txt", None).unwrap();
-    assert_eq!(ds.images[0].captions, ["Quotes \"inside\", commas, and more", "spaced out"]);
+    assert_eq!(
+        ds.images[0].captions,
+        ["Quotes \"inside\", commas, and more", "spaced out"]
+    );
     assert_eq!(report.empty_captions, 1);
     assert_eq!(ds.len(), 3);
     assert_eq!(ds.images[1].captions, ["multi\nline"]);
@@ -109,17 +125,23 @@ fn coco_val2017() {
     let (ds, report) = spec.load().unwrap();
     assert_eq!(ds.len(), 5000);
     assert_eq!(ds.num_captions(), 25014);
-    assert_eq!(report, LoadReport {
-        source: path.display().to_string(),
-        images: 5000,
-        captions: 25014,
-        images_without_split: 5000,
-        ..LoadReport::default()
-    });
+    assert_eq!(
+        report,
+        LoadReport {
+            source: path.display().to_string(),
+            images: 5000,
+            captions: 25014,
+            images_without_split: 5000,
+            ..LoadReport::default()
+        }
+    );
     assert!(ds.images.iter().all(|i| i.id.as_int().is_some()));
     let first = &ds.images[0];
     let ids = serde_json::to_string(&first.id).unwrap();
-    assert!(ids.parse::<u64>().is_ok(), "COCO ids serialise as JSON integers: {ids}");
+    assert!(
+        ids.parse::<u64>().is_ok(),
+        "COCO ids serialise as JSON integers: {ids}"
+    );
     assert!(first.file.to_string_lossy().ends_with(".jpg"));
 }
 
@@ -130,19 +152,37 @@ fn karpathy_fixtures() {
     assert_eq!(ds.len(), 4);
     assert_eq!(report.empty_captions, 1);
     let splits: Vec<Option<Split>> = ds.images.iter().map(|i| i.split).collect();
-    assert_eq!(splits, [Some(Split::Test), Some(Split::Restval), Some(Split::Train), Some(Split::Val)]);
+    assert_eq!(
+        splits,
+        [
+            Some(Split::Test),
+            Some(Split::Restval),
+            Some(Split::Train),
+            Some(Split::Val)
+        ]
+    );
     assert_eq!(ds.images[0].id, ImageId::Int(391895));
-    assert_eq!(ds.images[0].file, Path::new("val2014/COCO_val2014_000000391895.jpg"));
+    assert_eq!(
+        ds.images[0].file,
+        Path::new("val2014/COCO_val2014_000000391895.jpg")
+    );
 
     // Flickr-style: ids are file names; with the shared images as root, the fake one is missing.
     let images = flickr8k_dir().join("images");
-    let spec: DatasetSpec = format!("karpathy:{}@{}", fixtures.join("dataset_flickr_small.json").display(), images.display())
-        .parse()
-        .unwrap();
+    let spec: DatasetSpec = format!(
+        "karpathy:{}@{}",
+        fixtures.join("dataset_flickr_small.json").display(),
+        images.display()
+    )
+    .parse()
+    .unwrap();
     let (ds, report) = spec.load().unwrap();
     assert_eq!(ds.len(), 1);
     assert_eq!(ds.images[0].id, ImageId::from("1000268201_693b08cb0e.jpg"));
-    assert_eq!(report.missing_images, vec![ImageId::from("does_not_exist.jpg")]);
+    assert_eq!(
+        report.missing_images,
+        vec![ImageId::from("does_not_exist.jpg")]
+    );
 }
 
 #[test]
@@ -162,7 +202,11 @@ fn loading_everything_is_fast() {
     // Release builds take well under a second; this debug-friendly bound only catches blowups.
     let start = Instant::now();
     let (f, _) = flickr8k::load_dir(&flickr8k_dir()).unwrap();
-    let (c, _) = coco::load(&common::shared_data().join("coco/captions_val2017.json"), None).unwrap();
+    let (c, _) = coco::load(
+        &common::shared_data().join("coco/captions_val2017.json"),
+        None,
+    )
+    .unwrap();
     let took = start.elapsed();
     eprintln!("loaded {} + {} images in {took:?}", f.len(), c.len());
     assert!(took.as_secs_f64() < 5.0, "{took:?}");

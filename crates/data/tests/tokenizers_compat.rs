@@ -12,7 +12,13 @@ fn hugging_face_tokenizers_reads_our_file_and_agrees() {
         .split(Split::Train)
         .flat_map(|i| i.captions.iter().map(|c| norm.normalize(c)))
         .collect();
-    let vocab = Vocab::build(train.iter().map(String::as_str), &VocabConfig { max_words: None, min_count: 5 });
+    let vocab = Vocab::build(
+        train.iter().map(String::as_str),
+        &VocabConfig {
+            max_words: None,
+            min_count: 5,
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tokenizer.json");
     vocab.save(&path).unwrap();
@@ -26,7 +32,10 @@ fn hugging_face_tokenizers_reads_our_file_and_agrees() {
         .split(Split::Test)
         .flat_map(|i| i.captions.iter().map(|c| norm.normalize(c)))
         .take(500)
-        .chain(["<start> a zzzunknownzzz dog <end>".to_owned(), String::new()])
+        .chain([
+            "<start> a zzzunknownzzz dog <end>".to_owned(),
+            String::new(),
+        ])
         .collect();
     for text in &test {
         let enc = hf.encode(text.as_str(), false).unwrap();

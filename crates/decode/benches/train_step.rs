@@ -1,1 +1,309 @@
-fn main() {}
+//! One full training step (forward, backward, Adam) of the issue-5 benchmark decoders, built from
+//! the fused kernels with an explicit forward/backward (no autograd graph).
+//!
+//! Shapes (same as `train_step_torch.py`): batch 64, 20 steps, vocabulary 8,000, embedding 256,
+//! hidden 512, image feature 2048, Adam (lr 1e-3), all 1,280 target tokens valid.
+//! - `lstm`: `h0 = Linear(2048, 512)(f)`, `c0 = Linear(2048, 512)(f)`, `LSTM(256, 512)`,
+//!   `Linear(512, 8000)`, cross-entropy.
+//! - `gru`: `h0 = tanh(Linear(2048, 512)(f))`, `GRU(256, 512)`, `Linear(512, 8000)`, cross-entropy.
+//!
+//! Run: `cargo bench -p captioner-decode --bench train_step -- [iters]`; prints the median
+//! ms/step and the forward+loss / backward / optimiser split.
+
+use captioner_decode::kernels::gemm::{gemm, Trans};
+use captioner_decode::kernels::gru::*;
+use captioner_decode::kernels::lstm::*;
+use captioner_decode::kernels::softmax_xent::*;
+use captioner_decode::kernels::{act, KernelError};
+use captioner_decode::optim::{Adam, AdamConfig, Optimizer};
+use captioner_decode::params::{ParamId, ParamSet};
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+
+const B: usize = 64;
+const T: usize = 20;
+const V: usize = 8000;
+const E: usize = 256;
+const H: usize = 512;
+const F: usize = 2048;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Cell {
+    Lstm,
+    Gru,
+}
+
+struct Ids {
+    emb: ParamId,
+    init_h_w: ParamId,
+    init_h_b: ParamId,
+    init_c: Option<(ParamId, ParamId)>,
+    w_ih: ParamId,
+    w_hh: ParamId,
+    b_ih: ParamId,
+    b_hh: ParamId,
+    fc_w: ParamId,
+    fc_b: ParamId,
+}
+
+struct Model {
+    cell: Cell,
+    ps: ParamSet,
+    ids: Ids,
+    lstm: LstmCache,
+    gru: GruCache,
+    ws: XentWorkspace,
+    x: Vec<f32>,
+    dx: Vec<f32>,
+    h0: Vec<f32>,
+    c0: Vec<f32>,
+    d_out: Vec<f32>,
+    dh0: Vec<f32>,
+    dc0: Vec<f32>,
+}
+
+fn build(cell: Cell) -> Result<Model, KernelError> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut ps = ParamSet::new();
+    let g = if cell == Cell::Lstm { 4 * H } else { 3 * H };
+    let emb = ps.add("embedding.weight", &[V, E])?;
+    let init_h_w = ps.add("init_h.weight", &[H, F])?;
+    let init_h_b = ps.add("init_h.bias", &[H])?;
+    let init_c = if cell == Cell::Lstm {
+        Some((ps.add("init_c.weight", &[H, F])?, ps.add("init_c.bias", &[H])?))
+    } else {
+        None
+    };
+    let w_ih = ps.add("rnn.weight_ih_l0", &[g, E])?;
+    let w_hh = ps.add("rnn.weight_hh_l0", &[g, H])?;
+    let b_ih = ps.add("rnn.bias_ih_l0", &[g])?;
+    let b_hh = ps.add("rnn.bias_hh_l0", &[g])?;
+    let fc_w = ps.add("fc.weight", &[V, H])?;
+    let fc_b = ps.add("fc.bias", &[V])?;
+    ps.init_uniform(emb, 1.0, &mut rng);
+    let kf = 1.0 / (F as f32).sqrt();
+    let kh = 1.0 / (H as f32).sqrt();
+    for id in [init_h_w, init_h_b] {
+        ps.init_uniform(id, kf, &mut rng);
+    }
+    if let Some((a, b)) = init_c {
+        ps.init_uniform(a, kf, &mut rng);
+        ps.init_uniform(b, kf, &mut rng);
+    }
+    for id in [w_ih, w_hh, b_ih, b_hh, fc_w, fc_b] {
+        ps.init_uniform(id, kh, &mut rng);
+    }
+    let ids = Ids { emb, init_h_w, init_h_b, init_c, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b };
+    Ok(Model {
+        cell,
+        ps,
+        ids,
+        lstm: LstmCache::new(),
+        gru: GruCache::new(),
+        ws: XentWorkspace::new(),
+        x: vec![0.0; T * B * E],
+        dx: vec![0.0; T * B * E],
+        h0: vec![0.0; B * H],
+        c0: vec![0.0; B * H],
+        d_out: vec![0.0; T * B * H],
+        dh0: vec![0.0; B * H],
+        dc0: vec![0.0; B * H],
+    })
+}
+
+/// `out = feats · w^T + b`, `[B, H]`.
+fn linear(feats: &[f32], w: &[f32], b: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
+    for row in out.chunks_exact_mut(H) {
+        row.copy_from_slice(b);
+    }
+    gemm(B, H, F, 1.0, feats, Trans::No, w, Trans::Yes, out, true)
+}
+
+/// Gradient of [`linear`] w.r.t. its weight and bias from `d_out` `[B, H]`.
+fn linear_bwd(feats: &[f32], d_out: &[f32], dw: &mut [f32], db: &mut [f32]) -> Result<(), KernelError> {
+    gemm(H, F, B, 1.0, d_out, Trans::Yes, feats, Trans::No, dw, true)?;
+    for row in d_out.chunks_exact(H) {
+        for (a, v) in db.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+    Ok(())
+}
+
+/// Phase times in ms: (forward, fused loss + its gradient, backward, optimiser).
+fn step(m: &mut Model, opt: &mut Adam, feats: &[f32], tokens_tm: &[u32], targets_tm: &[u32]) -> Result<[f64; 4], KernelError> {
+    let t0 = Instant::now();
+    let ids = &m.ids;
+    let d = SeqDims { seq_len: T, batch: B, input: E, hidden: H };
+    m.ps.zero_grads();
+    {
+        let emb = m.ps.value(ids.emb);
+        for (dst, &tok) in m.x.chunks_exact_mut(E).zip(tokens_tm) {
+            dst.copy_from_slice(&emb[tok as usize * E..(tok as usize + 1) * E]);
+        }
+    }
+    linear(feats, m.ps.value(ids.init_h_w), m.ps.value(ids.init_h_b), &mut m.h0)?;
+    if let Some((w, b)) = ids.init_c {
+        linear(feats, m.ps.value(w), m.ps.value(b), &mut m.c0)?;
+    } else {
+        act::tanh_inplace(&mut m.h0);
+    }
+    let (vals, mut grads) = m.ps.split();
+    let (fc_w, fc_b) = (vals.get(ids.fc_w), vals.get(ids.fc_b));
+    let (w_ih, w_hh, b_ih, b_hh) = (vals.get(ids.w_ih), vals.get(ids.w_hh), vals.get(ids.b_ih), vals.get(ids.b_hh));
+    match m.cell {
+        Cell::Lstm => {
+            let p = LstmParams { w_ih, w_hh, b_ih, b_hh };
+            lstm_forward(&d, &p, &m.x, Some(&m.h0), Some(&m.c0), &mut m.lstm)?;
+        }
+        Cell::Gru => {
+            let p = GruParams { w_ih, w_hh, b_ih, b_hh };
+            gru_forward(&d, &p, &m.x, Some(&m.h0), &mut m.gru)?;
+        }
+    }
+    let t_rnn = Instant::now();
+    let out = if m.cell == Cell::Lstm { m.lstm.output() } else { m.gru.output() };
+    let dims = XentDims { rows: T * B, dim: H, vocab: V };
+    let chunk_rows = std::env::var("XENT_CHUNK").ok().and_then(|v| v.parse().ok()).unwrap_or(XentConfig::default().chunk_rows);
+    let cfg = XentConfig { ignore_index: Some(0), chunk_rows, ..XentConfig::default() };
+    let xg = XentGrads { x: &mut m.d_out, w: grads.take(ids.fc_w)?, b: grads.take(ids.fc_b)? };
+    let st = linear_xent(&dims, out, fc_w, fc_b, targets_tm, &cfg, Some(xg), &mut m.ws)?;
+    std::hint::black_box(st.loss);
+    let t1 = Instant::now();
+
+    let (gw_ih, gw_hh, gb_ih, gb_hh) = (grads.take(ids.w_ih)?, grads.take(ids.w_hh)?, grads.take(ids.b_ih)?, grads.take(ids.b_hh)?);
+    match m.cell {
+        Cell::Lstm => {
+            let p = LstmParams { w_ih, w_hh, b_ih, b_hh };
+            let mut g = LstmParamGrads { w_ih: gw_ih, w_hh: gw_hh, b_ih: gb_ih, b_hh: gb_hh };
+            let inputs = LstmInputGrads { x: Some(&mut m.dx), h0: Some(&mut m.dh0), c0: Some(&mut m.dc0) };
+            lstm_backward(&d, &p, &m.x, &mut m.lstm, &m.d_out, None, None, &mut g, inputs)?;
+        }
+        Cell::Gru => {
+            let p = GruParams { w_ih, w_hh, b_ih, b_hh };
+            let mut g = GruParamGrads { w_ih: gw_ih, w_hh: gw_hh, b_ih: gb_ih, b_hh: gb_hh };
+            let inputs = GruInputGrads { x: Some(&mut m.dx), h0: Some(&mut m.dh0) };
+            gru_backward(&d, &p, &m.x, &mut m.gru, &m.d_out, None, &mut g, inputs)?;
+            // h0 = tanh(pre): d pre = d h0 * (1 - h0^2).
+            for (dh, h) in m.dh0.iter_mut().zip(&m.h0) {
+                *dh *= 1.0 - h * h;
+            }
+        }
+    }
+    linear_bwd(feats, &m.dh0, grads.take(ids.init_h_w)?, grads.take(ids.init_h_b)?)?;
+    if let Some((w, b)) = ids.init_c {
+        linear_bwd(feats, &m.dc0, grads.take(w)?, grads.take(b)?)?;
+    }
+    let d_emb = grads.take(ids.emb)?;
+    for (src, &tok) in m.dx.chunks_exact(E).zip(tokens_tm) {
+        for (a, v) in d_emb[tok as usize * E..(tok as usize + 1) * E].iter_mut().zip(src) {
+            *a += v;
+        }
+    }
+    let t2 = Instant::now();
+    let (params, g) = m.ps.flat_mut();
+    opt.step(params, g)?;
+    let t3 = Instant::now();
+    let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+    Ok([ms(t0, t_rnn), ms(t_rnn, t1), ms(t1, t2), ms(t2, t3)])
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn gates2() -> Vec<f32> {
+    vec![0.1; B * 4 * H]
+}
+
+/// GFLOP/s of the loss's three GEMM shapes, to compare with `torch.matmul` on the same machine.
+fn gemm_report() -> Result<(), KernelError> {
+    let (n, d, v) = (B * T, H, V);
+    let a = vec![0.5f32; n * d];
+    let w = vec![0.25f32; v * d];
+    let mut logits = vec![0f32; n * v];
+    let mut dx = vec![0f32; n * d];
+    let mut dw = vec![0f32; v * d];
+    type Case<'a> = (&'a str, Box<dyn FnMut() -> Result<(), KernelError> + 'a>);
+    let cases: Vec<Case> = vec![
+        ("logits = x w^T ", Box::new(|| gemm(n, v, d, 1.0, &a, Trans::No, &w, Trans::Yes, &mut logits, false))),
+        ("dx = dl w       ", Box::new(|| gemm(n, d, v, 1.0, &vec![0.1; n * v], Trans::No, &w, Trans::No, &mut dx, false))),
+        ("dw += dl^T x    ", Box::new(|| gemm(v, d, n, 1.0, &vec![0.1; n * v], Trans::Yes, &a, Trans::No, &mut dw, true))),
+    ];
+    let (h, g) = (vec![0.5f32; B * H], vec![0.25f32; 4 * H * H]);
+    let (mut gates, mut gates_b) = (vec![0f32; B * 4 * H], vec![0f32; B * 4 * H]);
+    let mut dh = vec![0f32; B * H];
+    let mut rnn: Vec<Case> = vec![
+        ("step h w_hh^T  ", Box::new(|| gemm(B, 4 * H, H, 1.0, &h, Trans::No, &g, Trans::Yes, &mut gates, true))),
+        ("step h w_hh' (pre-transposed)", Box::new(|| gemm(B, 4 * H, H, 1.0, &h, Trans::No, &g, Trans::No, &mut gates_b, true))),
+        ("step dg w_hh   ", Box::new(|| gemm(B, H, 4 * H, 1.0, &gates2(), Trans::No, &g, Trans::No, &mut dh, false))),
+    ];
+    for (name, f) in rnn.iter_mut() {
+        f()?;
+        let t = Instant::now();
+        for _ in 0..20 {
+            f()?;
+        }
+        let t = t.elapsed().as_secs_f64() / 20.0;
+        println!("{name}: {:.3} ms, {:.0} GFLOP/s", t * 1e3, 2.0 * (B * H * 4 * H) as f64 / t / 1e9);
+    }
+    drop(rnn);
+    for (name, mut f) in cases {
+        f()?;
+        let mut ts: Vec<f64> = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                f().map(|_| t.elapsed().as_secs_f64())
+            })
+            .collect::<Result<_, _>>()?;
+        let t = median(&mut ts);
+        println!("{name} {n}x{v}x{d}: {:.1} ms, {:.0} GFLOP/s", t * 1e3, 2.0 * (n * v * d) as f64 / t / 1e9);
+    }
+    Ok(())
+}
+
+fn main() -> Result<(), KernelError> {
+    let iters: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(10);
+    let which: Vec<String> = std::env::args().skip(1).filter(|a| a == "lstm" || a == "gru").collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let feats: Vec<f32> = (0..B * F).map(|_| rng.random_range(0.0..1.0)).collect();
+    // Batch-first tokens as a data loader yields them, re-laid time-major for the kernels.
+    let tokens: Vec<u32> = (0..B * T).map(|_| rng.random_range(1..V as u32)).collect();
+    let targets: Vec<u32> = (0..B * T).map(|_| rng.random_range(1..V as u32)).collect();
+    let tm = |v: &[u32]| (0..T * B).map(|i| v[(i % B) * T + i / B]).collect::<Vec<u32>>();
+    let (tokens_tm, targets_tm) = (tm(&tokens), tm(&targets));
+    println!("threads: {}", rayon::current_num_threads());
+    if std::env::args().any(|a| a == "gemm") {
+        return gemm_report();
+    }
+    for (name, cell) in [("lstm", Cell::Lstm), ("gru", Cell::Gru)] {
+        if !which.is_empty() && !which.iter().any(|w| w == name) {
+            continue;
+        }
+        let mut m = build(cell)?;
+        let mut opt = Adam::new(m.ps.len(), AdamConfig::adam(1e-3));
+        for _ in 0..3 {
+            step(&mut m, &mut opt, &feats, &tokens_tm, &targets_tm)?;
+        }
+        let mut phases: [Vec<f64>; 4] = Default::default();
+        let mut totals = Vec::new();
+        for _ in 0..iters {
+            let p = step(&mut m, &mut opt, &feats, &tokens_tm, &targets_tm)?;
+            totals.push(p.iter().sum());
+            for (acc, v) in phases.iter_mut().zip(p) {
+                acc.push(v);
+            }
+        }
+        let [f, l, b, o] = phases.map(|mut v| median(&mut v));
+        println!(
+            "{name} ms/step: {:.1}  (forward {f:.1}, loss fwd+bwd {l:.1}, backward {b:.1}, adam {o:.1}; {} params, {iters} iters)",
+            median(&mut totals),
+            m.ps.len()
+        );
+    }
+    Ok(())
+}

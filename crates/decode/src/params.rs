@@ -102,7 +102,7 @@ impl ParamSet {
 
     /// Read-only values plus the gradient buffer split into one mutable slice per parameter, so
     /// a backward pass can hold several parameters' gradients at once.
-    pub fn split(&mut self) -> (&[f32], GradViews<'_>) {
+    pub fn split(&mut self) -> (Values<'_>, GradViews<'_>) {
         let mut out = Vec::with_capacity(self.entries.len());
         let mut rest: &mut [f32] = &mut self.grads;
         for e in &self.entries {
@@ -110,12 +110,30 @@ impl ParamSet {
             out.push(Some(head));
             rest = tail;
         }
-        (&self.values, GradViews(out))
+        let values = Values {
+            data: &self.values,
+            entries: &self.entries,
+        };
+        (values, GradViews(out))
     }
 
     /// Values and the optimiser's view: `(values, grads)` as two flat slices.
     pub fn flat_mut(&mut self) -> (&mut [f32], &[f32]) {
         (&mut self.values, &self.grads)
+    }
+}
+
+/// Read-only view of all parameter values, indexed by [`ParamId`].
+#[derive(Clone, Copy, Debug)]
+pub struct Values<'a> {
+    data: &'a [f32],
+    entries: &'a [Entry],
+}
+
+impl<'a> Values<'a> {
+    /// A parameter's values.
+    pub fn get(&self, id: ParamId) -> &'a [f32] {
+        &self.data[self.entries[id.0].range.clone()]
     }
 }
 

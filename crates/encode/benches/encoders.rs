@@ -98,7 +98,13 @@ fn main() {
     let weights = lite0_dir().join("efficientnet-lite0.safetensors");
     let mut rows = Vec::new();
     // Big batches get fewer runs: the machine is shared and a run takes seconds.
-    let runs_for = |batch: usize| if batch >= 8 { args.runs.div_ceil(3).max(3) } else { args.runs };
+    let runs_for = |batch: usize| {
+        if batch >= 8 {
+            args.runs.div_ceil(3).max(3)
+        } else {
+            args.runs
+        }
+    };
 
     if want("fast_lite0_b1") || want("fast_lite0_b32") {
         let model = FastEfficientNetLite0::from_safetensors(&weights).expect("Lite0 weights");
@@ -112,7 +118,13 @@ fn main() {
             let (med, min) = time_ms(runs_for(batch), 2, || {
                 model.forward_nchw(&x, batch, 224, 224).expect("forward");
             });
-            rows.push(Row { case: name, batch, median_ms: med, min_ms: min, gflop: flops / 1e9 });
+            rows.push(Row {
+                case: name,
+                batch,
+                median_ms: med,
+                min_ms: min,
+                gflop: flops / 1e9,
+            });
         }
     }
     if want("fast_resnet50_b8") {
@@ -139,13 +151,19 @@ fn main() {
             if !want(&name) {
                 continue;
             }
-            let x = Tensor::from_vec(input(batch), (batch, 3, 224, 224), &Device::Cpu)
-                .expect("tensor");
+            let x =
+                Tensor::from_vec(input(batch), (batch, 3, 224, 224), &Device::Cpu).expect("tensor");
             let flops = fast.flops(batch, 224, 224).expect("flops") as f64;
             let (med, min) = time_ms(runs_for(batch).min(5), 1, || {
                 model.model().forward_all(&x).expect("candle forward");
             });
-            rows.push(Row { case: name, batch, median_ms: med, min_ms: min, gflop: flops / 1e9 });
+            rows.push(Row {
+                case: name,
+                batch,
+                median_ms: med,
+                min_ms: min,
+                gflop: flops / 1e9,
+            });
         }
     }
 
@@ -175,6 +193,9 @@ fn main() {
                 )
             })
             .collect();
-        println!("{{\"threads\":{threads},\"results\":[{}]}}", items.join(","));
+        println!(
+            "{{\"threads\":{threads},\"results\":[{}]}}",
+            items.join(",")
+        );
     }
 }

@@ -17,7 +17,10 @@ fn model_dir() -> PathBuf {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn top5(logits: &[f32]) -> Vec<usize> {
@@ -30,8 +33,9 @@ fn top5(logits: &[f32]) -> Vec<usize> {
 #[test]
 fn fast_lite0_matches_pytorch_reference() {
     let dir = model_dir();
-    let model = FastEfficientNetLite0::from_safetensors(&dir.join("efficientnet-lite0.safetensors"))
-        .expect("load weights");
+    let model =
+        FastEfficientNetLite0::from_safetensors(&dir.join("efficientnet-lite0.safetensors"))
+            .expect("load weights");
     let refs = SafetensorsFile::open(&dir.join("lite0_reference_4imgs.safetensors")).unwrap();
     let (shape, input) = refs.tensor("input").unwrap();
     assert_eq!(shape, [4, 3, 224, 224]);
@@ -57,8 +61,9 @@ fn fast_lite0_matches_pytorch_reference() {
 #[test]
 fn fast_lite0_rejects_bad_input() {
     let dir = model_dir();
-    let model = FastEfficientNetLite0::from_safetensors(&dir.join("efficientnet-lite0.safetensors"))
-        .unwrap();
+    let model =
+        FastEfficientNetLite0::from_safetensors(&dir.join("efficientnet-lite0.safetensors"))
+            .unwrap();
     assert!(model.forward_nchw(&[0.0; 10], 1, 224, 224).is_err());
 }
 
@@ -66,11 +71,18 @@ fn fast_lite0_rejects_bad_input() {
 fn fast_lite0_odd_input_size() {
     // TF-SAME padding must handle odd sizes; batch items must not interact.
     let dir = model_dir();
-    let model = FastEfficientNetLite0::from_safetensors(&dir.join("efficientnet-lite0.safetensors"))
-        .unwrap();
+    let model =
+        FastEfficientNetLite0::from_safetensors(&dir.join("efficientnet-lite0.safetensors"))
+            .unwrap();
     let (h, w) = (97, 123);
-    let one: Vec<f32> = (0..3 * h * w).map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0).collect();
-    let two: Vec<f32> = one.iter().chain(one.iter().map(|x| x * 0.5).collect::<Vec<_>>().iter()).copied().collect();
+    let one: Vec<f32> = (0..3 * h * w)
+        .map(|i| ((i * 7919) % 255) as f32 / 128.0 - 1.0)
+        .collect();
+    let two: Vec<f32> = one
+        .iter()
+        .chain(one.iter().map(|x| x * 0.5).collect::<Vec<_>>().iter())
+        .copied()
+        .collect();
     let a = model.forward_nchw(&one, 1, h, w).unwrap();
     let b = model.forward_nchw(&two, 2, h, w).unwrap();
     assert_eq!(a.spatial_shape.h, 4);

@@ -25,7 +25,12 @@ fn main() {
         std::hint::black_box(scores);
 
         let t0 = Instant::now();
-        let flat: Vec<&str> = set.references.iter().flatten().map(String::as_str).collect();
+        let flat: Vec<&str> = set
+            .references
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
         std::hint::black_box(captioner_metrics::tokenizer::tokenize_all(&flat));
         std::hint::black_box(captioner_metrics::tokenizer::tokenize_all(&set.candidates));
         tokenize_best = tokenize_best.min(t0.elapsed().as_secs_f64());
@@ -36,7 +41,10 @@ fn main() {
         "captioner-metrics evaluate, set (a): {images} images, {captions} captions: best of {repeats}: {best:.4} s (tokenisation {tokenize_best:.4} s)"
     );
     if let Some(python) = std::env::var_os("PYCOCOEVALCAP_PYTHON") {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/metrics_fixtures.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../scripts/metrics_fixtures.py"
+        );
         let out = std::process::Command::new(python)
             .args([script, "--time-only", "--data"])
             .arg(common::shared_data())

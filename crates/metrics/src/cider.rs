@@ -179,11 +179,11 @@ fn similarity(hyp: &TfIdf, r: &TfIdf) -> [f64; MAX_N] {
     }
     let delta = hyp.length - r.length;
     let penalty = std::f64::consts::E.powf(-(delta * delta) / (2.0 * SIGMA * SIGMA));
-    for n in 0..MAX_N {
+    for (n, v) in val.iter_mut().enumerate() {
         if hyp.norms[n] != 0.0 && r.norms[n] != 0.0 {
-            val[n] /= hyp.norms[n] * r.norms[n];
+            *v /= hyp.norms[n] * r.norms[n];
         }
-        val[n] *= penalty;
+        *v *= penalty;
     }
     val
 }

@@ -3,10 +3,14 @@
 //! BLEU-1..4, ROUGE-L and CIDEr-D, at corpus level and per image.
 //!
 //! ```
-//! let references = vec![vec!["A dog runs on the grass.", "A brown dog is running."]];
-//! let candidates = vec!["A dog is running on grass."];
+//! let references = vec![
+//!     vec!["A dog runs on the grass.", "A brown dog is running."],
+//!     vec!["Two children play in a fountain.", "Kids splash in the water."],
+//! ];
+//! let candidates = vec!["A dog is running on grass.", "Two kids play in the water."];
 //! let scores = captioner_metrics::evaluate(&references, &candidates).unwrap();
 //! assert!(scores.corpus.cider_d > 0.0 && scores.corpus.bleu[0] <= 1.0);
+//! assert_eq!(scores.per_image.len(), 2);
 //! ```
 //!
 //! Every number is checked against fixtures written by pycocoevalcap itself
@@ -64,7 +68,11 @@ pub fn evaluate<R: AsRef<str>, C: AsRef<str>>(
     references: &[Vec<R>],
     candidates: &[C],
 ) -> Result<Scores, MetricsError> {
-    check_shapes(references.iter().map(Vec::len), references.len(), candidates.len())?;
+    check_shapes(
+        references.iter().map(Vec::len),
+        references.len(),
+        candidates.len(),
+    )?;
     let flat: Vec<&str> = references.iter().flatten().map(AsRef::as_ref).collect();
     let mut tokenized = tokenizer::tokenize_all(&flat).into_iter();
     let refs: Vec<Vec<String>> = references
@@ -81,7 +89,11 @@ pub fn evaluate_tokenized<R: AsRef<str>, C: AsRef<str>>(
     references: &[Vec<R>],
     candidates: &[C],
 ) -> Result<Scores, MetricsError> {
-    check_shapes(references.iter().map(Vec::len), references.len(), candidates.len())?;
+    check_shapes(
+        references.iter().map(Vec::len),
+        references.len(),
+        candidates.len(),
+    )?;
     let cider = CiderD::from_references(references)?;
     // One vocabulary for the BLEU and ROUGE-L word ids; CIDEr-D keeps its own.
     let mut vocab = words::Vocab::default();
@@ -93,7 +105,11 @@ pub fn evaluate_tokenized<R: AsRef<str>, C: AsRef<str>>(
         let stats = bleu::stats(&vocab.ids(cand), &ref_words);
         let ref_spaced: Vec<Vec<u32>> = refs
             .iter()
-            .map(|r| words::split_spaces(r.as_ref()).map(|w| vocab.id(w)).collect())
+            .map(|r| {
+                words::split_spaces(r.as_ref())
+                    .map(|w| vocab.id(w))
+                    .collect()
+            })
             .collect();
         let cand_spaced: Vec<u32> = words::split_spaces(cand).map(|w| vocab.id(w)).collect();
         per_image.push(MetricScores {

@@ -28,7 +28,9 @@ fn check_tokens(fixture: &str, captions: Vec<(String, String)>) {
     for (((id, want), (cid, caption)), got) in expected.iter().zip(&captions).zip(&ours) {
         assert_eq!(id, cid, "{fixture}: caption order");
         if want != got {
-            bad.push(format!("{id}: {caption:?}\n  pycocoevalcap {want:?}\n  ours          {got:?}"));
+            bad.push(format!(
+                "{id}: {caption:?}\n  pycocoevalcap {want:?}\n  ours          {got:?}"
+            ));
         }
     }
     assert!(

@@ -115,9 +115,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         batch_size: usize::from(args.batch_size),
         spatial: args.spatial,
     };
-    let report = extract(&items, &loader, encoder.as_ref(), &mut cache, options, &mut |n| {
-        bar.inc(n as u64)
-    })
+    let report = extract(
+        &items,
+        &loader,
+        encoder.as_ref(),
+        &mut cache,
+        options,
+        &mut |n| bar.inc(n as u64),
+    )
     .with_context(|| format!("extracting features into {}", args.out.display()))?;
     bar.finish_and_clear();
 
@@ -172,8 +177,8 @@ fn dataset_items(spec: &DatasetSpec, split: Option<Split>) -> anyhow::Result<Vec
 }
 
 fn folder_items(dir: &Path) -> anyhow::Result<Vec<ExtractItem>> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("reading image folder {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading image folder {}", dir.display()))?;
     let mut items = Vec::new();
     for entry in entries {
         let path = entry

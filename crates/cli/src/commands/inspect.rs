@@ -98,11 +98,19 @@ fn classify(args: &Args) -> anyhow::Result<()> {
         println!("{}", path.display());
         for (rank, (class, prob)) in top_k(&logits, args.top).into_iter().enumerate() {
             let name = names.get(class).map_or("?", String::as_str);
-            println!("  {}. {:<30} {:6.2}%  (class {class})", rank + 1, name, prob * 100.0);
+            println!(
+                "  {}. {:<30} {:6.2}%  (class {class})",
+                rank + 1,
+                name,
+                prob * 100.0
+            );
         }
     }
     if failed > 0 {
-        bail!("{failed} of {} images could not be read", args.classify.len());
+        bail!(
+            "{failed} of {} images could not be read",
+            args.classify.len()
+        );
     }
     Ok(())
 }
@@ -120,7 +128,11 @@ fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
         .collect()
 }
 
-fn class_names(explicit: Option<&Path>, weights: &Path, expected: usize) -> anyhow::Result<Vec<String>> {
+fn class_names(
+    explicit: Option<&Path>,
+    weights: &Path,
+    expected: usize,
+) -> anyhow::Result<Vec<String>> {
     let path = match explicit {
         Some(path) => path.to_path_buf(),
         None => {
@@ -149,12 +161,16 @@ fn class_names(explicit: Option<&Path>, weights: &Path, expected: usize) -> anyh
 }
 
 fn inspect_cache(dir: &Path) -> anyhow::Result<()> {
-    let cache =
-        FeatureCache::open(dir).with_context(|| format!("opening feature cache {}", dir.display()))?;
+    let cache = FeatureCache::open(dir)
+        .with_context(|| format!("opening feature cache {}", dir.display()))?;
     let meta = cache.meta();
     println!("feature cache {}", dir.display());
     println!("  encoder:  {} ({} resize)", meta.encoder, meta.resize);
-    println!("  images:   {} in {} shards", cache.len(), cache.index().shards.len());
+    println!(
+        "  images:   {} in {} shards",
+        cache.len(),
+        cache.index().shards.len()
+    );
     println!("  pooled:   {} x f16", meta.feature_dim);
     match meta.spatial_cells {
         Some(cells) => println!("  spatial:  {cells} x {} x f16", meta.feature_dim),

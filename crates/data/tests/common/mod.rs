@@ -5,7 +5,9 @@ use std::path::PathBuf;
 pub fn shared_data() -> PathBuf {
     let dir = std::env::var_os("CAPTIONER_SHARED_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")));
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"))
+        });
     assert!(
         dir.join("flickr8k").is_dir(),
         "shared data not found at {} (set CAPTIONER_SHARED_DATA to the folder holding flickr8k/ and coco/)",

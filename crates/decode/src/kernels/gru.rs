@@ -121,6 +121,8 @@ multiversion! {
             let (xz, xn) = rest.split_at_mut(hidden);
             let (hr, rest) = hh.split_at(hidden);
             let (hz, hnn) = rest.split_at(hidden);
+            // Re-slicing to the loop bound lets LLVM drop the bounds checks and vectorise.
+            let (xn, hnn, hp, hn, h) = (&mut xn[..hidden], &hnn[..hidden], &hp[..hidden], &mut hn[..hidden], &mut h[..hidden]);
             for j in 0..hidden {
                 let r = sigmoid(xr[j] + hr[j]);
                 let z = sigmoid(xz[j] + hz[j]);
@@ -161,6 +163,8 @@ multiversion! {
             let (dxz, dxn) = rest.split_at_mut(hidden);
             let (dhr, rest) = dhh.split_at_mut(hidden);
             let (dhz, dhn) = rest.split_at_mut(hidden);
+            let (gn, dxn, dhn) = (&gn[..hidden], &mut dxn[..hidden], &mut dhn[..hidden]);
+            let (hn, hp, dho, dh) = (&hn[..hidden], &hp[..hidden], &dho[..hidden], &mut dh[..hidden]);
             for j in 0..hidden {
                 let (r, z, n) = (gr[j], gz[j], gn[j]);
                 let dhv = dho[j] + dh[j];

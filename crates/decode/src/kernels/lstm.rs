@@ -159,6 +159,8 @@ multiversion! {
             let (gi, rest) = g.split_at_mut(hidden);
             let (gf, rest) = rest.split_at_mut(hidden);
             let (gg, go) = rest.split_at_mut(hidden);
+            // Re-slicing to the loop bound lets LLVM drop the bounds checks and vectorise.
+            let (go, cp, c, tc, h) = (&mut go[..hidden], &cp[..hidden], &mut c[..hidden], &mut tc[..hidden], &mut h[..hidden]);
             for j in 0..hidden {
                 let i = sigmoid(gi[j]);
                 let f = sigmoid(gf[j]);
@@ -206,6 +208,8 @@ multiversion! {
             let (di, rest) = d.split_at_mut(hidden);
             let (df, rest) = rest.split_at_mut(hidden);
             let (dgg, dgo) = rest.split_at_mut(hidden);
+            let (go, dgo, cp, tc) = (&go[..hidden], &mut dgo[..hidden], &cp[..hidden], &tc[..hidden]);
+            let (dho, dhr, dc) = (&dho[..hidden], &dhr[..hidden], &mut dc[..hidden]);
             for j in 0..hidden {
                 let (i, f, gv, o, t) = (gi[j], gf[j], gg[j], go[j], tc[j]);
                 let dhv = dho[j] + dhr[j];

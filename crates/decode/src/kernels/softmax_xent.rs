@@ -86,27 +86,49 @@ impl XentWorkspace {
     }
 }
 
+/// Lanes of the independent accumulators below: float reductions only vectorise when written
+/// with explicit parallel partial sums (the compiler may not reassociate `+`).
+const LANES: usize = 16;
+
 multiversion! {
     /// One row: logits in, loss out; with `grad_scale > 0` the row becomes
     /// `grad_scale * (softmax - target_distribution)`.
     fn row_xent(row: &mut [f32], target: usize, smoothing: f32, grad_scale: f32) -> f64 {
         let v = row.len() as f32;
-        let mut mx = f32::NEG_INFINITY;
-        let mut sum_l = 0f32;
-        for &l in row.iter() {
-            mx = mx.max(l);
+        let l_y = row[target];
+        let mut mx = [f32::NEG_INFINITY; LANES];
+        let mut sl = [0f32; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for c in &mut chunks {
+            for k in 0..LANES {
+                mx[k] = mx[k].max(c[k]);
+                sl[k] += c[k];
+            }
+        }
+        let mut m = mx.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum_l: f32 = sl.iter().sum();
+        for &l in chunks.remainder() {
+            m = m.max(l);
             sum_l += l;
         }
-        let mut s = 0f32;
-        for l in row.iter_mut() {
-            let e = exp(*l - mx);
+        let mut acc = [0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for k in 0..LANES {
+                let e = exp(c[k] - m);
+                acc[k] += e;
+                c[k] = e;
+            }
+        }
+        let mut s: f32 = acc.iter().sum();
+        for l in chunks.into_remainder() {
+            let e = exp(*l - m);
             s += e;
             *l = e;
         }
-        let lse = mx + s.ln();
-        // Recover the target's logit from its exponential: e_y = exp(l_y - mx).
-        let l_y = row[target].ln() + mx;
-        let loss = lse - (1.0 - smoothing) * l_y - smoothing / v * (sum_l - v * lse) - smoothing * lse;
+        let lse = m + s.ln();
+        // (1-ε)(lse - l_y) + ε/V Σ_j (lse - l_j)
+        let loss = (1.0 - smoothing) * (lse - l_y) + smoothing * (lse - sum_l / v);
         if grad_scale > 0.0 {
             let inv = grad_scale / s;
             let off = grad_scale * smoothing / v;

@@ -40,7 +40,14 @@ pub struct FastEfficientNetLite0 {
     pool: BufferPool,
 }
 
-fn spec(kind: Kind, cin: usize, cout: usize, kernel: usize, stride: usize, act: Activation) -> Spec {
+fn spec(
+    kind: Kind,
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    stride: usize,
+    act: Activation,
+) -> Spec {
     Spec {
         kind,
         cin,

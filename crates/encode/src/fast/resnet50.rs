@@ -53,10 +53,22 @@ fn layer_specs() -> Vec<(String, String, Spec)> {
             let p = format!("layer{}.{b}", l + 1);
             let s = if b == 0 { stride } else { 1 };
             let cout = width * EXPANSION;
-            out.push((format!("{p}.conv1"), format!("{p}.bn1"), spec(cin, width, 1, 1, Relu)));
-            out.push((format!("{p}.conv2"), format!("{p}.bn2"), spec(width, width, 3, s, Relu)));
+            out.push((
+                format!("{p}.conv1"),
+                format!("{p}.bn1"),
+                spec(cin, width, 1, 1, Relu),
+            ));
+            out.push((
+                format!("{p}.conv2"),
+                format!("{p}.bn2"),
+                spec(width, width, 3, s, Relu),
+            ));
             // ReLU comes after the residual add, which the epilogue does before the activation.
-            out.push((format!("{p}.conv3"), format!("{p}.bn3"), spec(width, cout, 1, 1, Relu)));
+            out.push((
+                format!("{p}.conv3"),
+                format!("{p}.bn3"),
+                spec(width, cout, 1, 1, Relu),
+            ));
             if b == 0 {
                 out.push((
                     format!("{p}.downsample.0"),
@@ -120,8 +132,14 @@ impl FastResNet50 {
         for (conv, bn, s) in layer_specs() {
             let fan_in = s.cin * s.kernel * s.kernel;
             let bound = (6.0 / fan_in as f32).sqrt();
-            let w = (0..s.cout * fan_in).map(|_| rng.uniform() * bound).collect();
-            put(format!("{conv}.weight"), vec![s.cout, s.cin, s.kernel, s.kernel], w);
+            let w = (0..s.cout * fan_in)
+                .map(|_| rng.uniform() * bound)
+                .collect();
+            put(
+                format!("{conv}.weight"),
+                vec![s.cout, s.cin, s.kernel, s.kernel],
+                w,
+            );
             let c = s.cout;
             let mut v = |base: f32, spread: f32| -> Vec<f32> {
                 (0..c).map(|_| base + spread * rng.uniform()).collect()
@@ -133,7 +151,9 @@ impl FastResNet50 {
             put(format!("{bn}.running_var"), vec![c], var);
         }
         let bound = (1.0 / FEATURES as f32).sqrt();
-        let w = (0..classes * FEATURES).map(|_| rng.uniform() * bound).collect();
+        let w = (0..classes * FEATURES)
+            .map(|_| rng.uniform() * bound)
+            .collect();
         let b = (0..classes).map(|_| rng.uniform() * bound).collect();
         put("fc.weight".into(), vec![classes, FEATURES], w);
         put("fc.bias".into(), vec![classes], b);

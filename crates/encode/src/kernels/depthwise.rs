@@ -151,10 +151,9 @@ mod avx512 {
         match act {
             Activation::Identity => acc,
             Activation::Relu => _mm512_max_ps(acc, _mm512_setzero_ps()),
-            Activation::Relu6 => _mm512_min_ps(
-                _mm512_max_ps(acc, _mm512_setzero_ps()),
-                _mm512_set1_ps(6.0),
-            ),
+            Activation::Relu6 => {
+                _mm512_min_ps(_mm512_max_ps(acc, _mm512_setzero_ps()), _mm512_set1_ps(6.0))
+            }
         }
     }
 
@@ -183,7 +182,11 @@ mod avx512 {
         let mut cb = 0;
         while cb < c {
             let lanes = (c - cb).min(16);
-            let mask: __mmask16 = if lanes == 16 { 0xffff } else { (1u16 << lanes) - 1 };
+            let mask: __mmask16 = if lanes == 16 {
+                0xffff
+            } else {
+                (1u16 << lanes) - 1
+            };
             let mut w = [[_mm512_setzero_ps(); K]; K];
             for (ky, wrow) in w.iter_mut().enumerate() {
                 for (kx, wv) in wrow.iter_mut().enumerate() {
@@ -233,11 +236,17 @@ mod avx512 {
         let mut cb = 0;
         while cb < c {
             let lanes = (c - cb).min(16);
-            let mask: __mmask16 = if lanes == 16 { 0xffff } else { (1u16 << lanes) - 1 };
+            let mask: __mmask16 = if lanes == 16 {
+                0xffff
+            } else {
+                (1u16 << lanes) - 1
+            };
             for ox in 0..p.o.w {
                 let mut acc = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(cb));
                 for ky in 0..g.kernel_h {
-                    let Some(irow) = p.input_row(n, oy, ky) else { continue };
+                    let Some(irow) = p.input_row(n, oy, ky) else {
+                        continue;
+                    };
                     for kx in 0..g.kernel_w {
                         let ix = ox * g.stride + kx;
                         if ix < g.pad.left || ix - g.pad.left >= p.s.w {

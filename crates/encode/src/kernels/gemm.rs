@@ -40,35 +40,33 @@ impl<'a> Epilogue<'a> {
     }
 
     /// Applies the epilogue to `out`, the rows `row0..row0 + out.len() / n` of the full output.
+    /// Additions and the activation are separate branch-free loops so each vectorises.
     pub(crate) fn apply(&self, out: &mut [f32], n: usize, row0: usize) {
-        let res = self
-            .residual
-            .map(|r| &r[row0 * n..row0 * n + out.len()]);
-        for (i, row) in out.chunks_exact_mut(n).enumerate() {
-            let res_row = res.map(|r| &r[i * n..(i + 1) * n]);
-            match (self.bias, res_row) {
-                (Some(b), Some(r)) => {
-                    for ((o, &b), &r) in row.iter_mut().zip(b).zip(r) {
-                        *o = self.act.apply(*o + b + r);
-                    }
-                }
-                (Some(b), None) => {
-                    for (o, &b) in row.iter_mut().zip(b) {
-                        *o = self.act.apply(*o + b);
-                    }
-                }
-                (None, Some(r)) => {
-                    for (o, &r) in row.iter_mut().zip(r) {
-                        *o = self.act.apply(*o + r);
-                    }
-                }
-                (None, None) => {
-                    if self.act != Activation::Identity {
-                        row.iter_mut().for_each(|o| *o = self.act.apply(*o));
-                    }
-                }
+        if let Some(b) = self.bias {
+            for row in out.chunks_exact_mut(n) {
+                row.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
             }
         }
+        if let Some(r) = self.residual {
+            let r = &r[row0 * n..row0 * n + out.len()];
+            out.iter_mut().zip(r).for_each(|(o, &r)| *o += r);
+        }
+        activate(out, self.act);
+    }
+}
+
+/// Applies `act` in place; written with compares rather than `f32::max` so it compiles to plain
+/// vector max/min instructions.
+pub(crate) fn activate(x: &mut [f32], act: Activation) {
+    match act {
+        Activation::Identity => {}
+        Activation::Relu => x
+            .iter_mut()
+            .for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 }),
+        Activation::Relu6 => x.iter_mut().for_each(|v| {
+            let y = if *v > 0.0 { *v } else { 0.0 };
+            *v = if y < 6.0 { y } else { 6.0 };
+        }),
     }
 }
 
@@ -88,7 +86,15 @@ pub(crate) fn rows_per_task(m: usize, k: usize, threads: usize) -> Option<usize>
 }
 
 /// `c[m, n] = a[m, k] @ b[k, n]` for row-major contiguous blocks, no epilogue.
-pub(crate) fn gemm_block(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize, par: bool) {
+pub(crate) fn gemm_block(
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    par: bool,
+) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
     if m == 0 || n == 0 {
         return;

@@ -152,7 +152,9 @@ impl Conv2dGeom {
     /// Output spatial size for an input of `h x w`, or an error when the window does not fit.
     pub fn output_hw(&self, h: usize, w: usize) -> Result<(usize, usize)> {
         if self.stride == 0 || self.kernel_h == 0 || self.kernel_w == 0 {
-            return Err(KernelError::Shape("kernel and stride must be positive".into()));
+            return Err(KernelError::Shape(
+                "kernel and stride must be positive".into(),
+            ));
         }
         let ph = h + self.pad.top + self.pad.bottom;
         let pw = w + self.pad.left + self.pad.right;

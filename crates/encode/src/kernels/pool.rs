@@ -34,31 +34,33 @@ pub fn max_pool2d(input: &[f32], shape: Nhwc, geom: &Conv2dGeom, out: &mut [f32]
     if o.is_empty() {
         return Ok(o);
     }
-    out.par_chunks_mut(o.w * c).enumerate().for_each(|(row, dst)| {
-        let (n, oy) = (row / o.h, row % o.h);
-        for (ox, acc) in dst.chunks_exact_mut(c).enumerate() {
-            acc.fill(f32::NEG_INFINITY);
-            for ky in 0..geom.kernel_h {
-                let Some(iy) = (oy * geom.stride + ky).checked_sub(geom.pad.top) else {
-                    continue;
-                };
-                if iy >= shape.h {
-                    continue;
-                }
-                for kx in 0..geom.kernel_w {
-                    let Some(ix) = (ox * geom.stride + kx).checked_sub(geom.pad.left) else {
+    out.par_chunks_mut(o.w * c)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (n, oy) = (row / o.h, row % o.h);
+            for (ox, acc) in dst.chunks_exact_mut(c).enumerate() {
+                acc.fill(f32::NEG_INFINITY);
+                for ky in 0..geom.kernel_h {
+                    let Some(iy) = (oy * geom.stride + ky).checked_sub(geom.pad.top) else {
                         continue;
                     };
-                    if ix >= shape.w {
+                    if iy >= shape.h {
                         continue;
                     }
-                    let at = ((n * shape.h + iy) * shape.w + ix) * c;
-                    acc.iter_mut()
-                        .zip(&input[at..at + c])
-                        .for_each(|(a, &x)| *a = a.max(x));
+                    for kx in 0..geom.kernel_w {
+                        let Some(ix) = (ox * geom.stride + kx).checked_sub(geom.pad.left) else {
+                            continue;
+                        };
+                        if ix >= shape.w {
+                            continue;
+                        }
+                        let at = ((n * shape.h + iy) * shape.w + ix) * c;
+                        acc.iter_mut()
+                            .zip(&input[at..at + c])
+                            .for_each(|(a, &x)| *a = a.max(x));
+                    }
                 }
             }
-        }
-    });
+        });
     Ok(o)
 }

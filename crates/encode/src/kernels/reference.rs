@@ -43,7 +43,9 @@ pub fn conv2d(
     geom: &Conv2dGeom,
     act: Activation,
 ) -> (Vec<f32>, Nhwc) {
-    let o = geom.output_shape(s, out_c).expect("reference conv geometry");
+    let o = geom
+        .output_shape(s, out_c)
+        .expect("reference conv geometry");
     let cin_g = s.c / groups;
     let cout_g = out_c / groups;
     let mut out = vec![0.0; o.len()];
@@ -68,8 +70,8 @@ pub fn conv2d(
                                     + g * cin_g
                                     + ci];
                                 // HWIO with the per-group input slice; `co` indexes all outputs.
-                                let w = weight
-                                    [((ky * geom.kernel_w + kx) * cin_g + ci) * out_c + co];
+                                let w =
+                                    weight[((ky * geom.kernel_w + kx) * cin_g + ci) * out_c + co];
                                 acc += x as f64 * w as f64;
                             }
                         }

@@ -8,7 +8,10 @@
 /// `{SPACE}` in the lexer: characters that separate tokens and count as a space in trailing
 /// contexts such as `{ABBREV4}/{SPACE}`.
 pub(crate) fn is_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\u{A0}' | '\u{2000}'..='\u{200A}' | '\u{3000}')
+    matches!(
+        c,
+        ' ' | '\t' | '\u{A0}' | '\u{2000}'..='\u{200A}' | '\u{3000}'
+    )
 }
 
 /// `{NEWLINE}` in the lexer. pycocoevalcap puts one caption on each line, so inside a caption

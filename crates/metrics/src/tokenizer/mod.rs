@@ -113,7 +113,10 @@ fn ptb_lines<S: AsRef<str>>(captions: &[S]) -> Vec<Vec<String>> {
 /// rule matches longer: they all need a character other than a letter), except for `cannot`,
 /// which wins the tie with `{WORD}` and splits.
 fn plain_word(text: &[char], i: usize) -> Option<usize> {
-    let n = text[i..].iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    let n = text[i..]
+        .iter()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .count();
     let next = text.get(i + n).copied();
     let ends = matches!(next, None | Some(' ') | Some('\n'));
     let cannot = n == 6
@@ -153,7 +156,11 @@ fn apply(action: Action, text: &str) -> Option<String> {
 /// when closing; curly quotes map by their direction.
 fn latex_quotes(text: &str, probably_left: bool) -> String {
     let s = text.replace("&apos;", "'").replace("&quot;", "\"");
-    let (single, double) = if probably_left { ("`", "``") } else { ("'", "''") };
+    let (single, double) = if probably_left {
+        ("`", "``")
+    } else {
+        ("'", "''")
+    };
     let mut out = String::with_capacity(s.len() + 2);
     for c in s.chars() {
         match c {

@@ -136,8 +136,12 @@ pub fn flickr8k_test() -> EvalSet {
     for name in split.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let c = &caps[name];
         set.candidates.push(c[&0].clone());
-        set.references
-            .push(c.iter().filter(|(k, _)| **k != 0).map(|(_, v)| v.clone()).collect());
+        set.references.push(
+            c.iter()
+                .filter(|(k, _)| **k != 0)
+                .map(|(_, v)| v.clone())
+                .collect(),
+        );
     }
     set
 }
