@@ -70,7 +70,10 @@ fn build(cell: Cell) -> Result<Model, KernelError> {
     let init_h_w = ps.add("init_h.weight", &[H, F])?;
     let init_h_b = ps.add("init_h.bias", &[H])?;
     let init_c = if cell == Cell::Lstm {
-        Some((ps.add("init_c.weight", &[H, F])?, ps.add("init_c.bias", &[H])?))
+        Some((
+            ps.add("init_c.weight", &[H, F])?,
+            ps.add("init_c.bias", &[H])?,
+        ))
     } else {
         None
     };
@@ -93,7 +96,18 @@ fn build(cell: Cell) -> Result<Model, KernelError> {
     for id in [w_ih, w_hh, b_ih, b_hh, fc_w, fc_b] {
         ps.init_uniform(id, kh, &mut rng);
     }
-    let ids = Ids { emb, init_h_w, init_h_b, init_c, w_ih, w_hh, b_ih, b_hh, fc_w, fc_b };
+    let ids = Ids {
+        emb,
+        init_h_w,
+        init_h_b,
+        init_c,
+        w_ih,
+        w_hh,
+        b_ih,
+        b_hh,
+        fc_w,
+        fc_b,
+    };
     Ok(Model {
         cell,
         ps,
@@ -120,7 +134,12 @@ fn linear(feats: &[f32], w: &[f32], b: &[f32], out: &mut [f32]) -> Result<(), Ke
 }
 
 /// Gradient of [`linear`] w.r.t. its weight and bias from `d_out` `[B, H]`.
-fn linear_bwd(feats: &[f32], d_out: &[f32], dw: &mut [f32], db: &mut [f32]) -> Result<(), KernelError> {
+fn linear_bwd(
+    feats: &[f32],
+    d_out: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+) -> Result<(), KernelError> {
     gemm(H, F, B, 1.0, d_out, Trans::Yes, feats, Trans::No, dw, true)?;
     for row in d_out.chunks_exact(H) {
         for (a, v) in db.iter_mut().zip(row) {
@@ -131,10 +150,21 @@ fn linear_bwd(feats: &[f32], d_out: &[f32], dw: &mut [f32], db: &mut [f32]) -> R
 }
 
 /// Phase times in ms: (forward, fused loss + its gradient, backward, optimiser).
-fn step(m: &mut Model, opt: &mut Adam, feats: &[f32], tokens_tm: &[u32], targets_tm: &[u32]) -> Result<[f64; 4], KernelError> {
+fn step(
+    m: &mut Model,
+    opt: &mut Adam,
+    feats: &[f32],
+    tokens_tm: &[u32],
+    targets_tm: &[u32],
+) -> Result<[f64; 4], KernelError> {
     let t0 = Instant::now();
     let ids = &m.ids;
-    let d = SeqDims { seq_len: T, batch: B, input: E, hidden: H };
+    let d = SeqDims {
+        seq_len: T,
+        batch: B,
+        input: E,
+        hidden: H,
+    };
     m.ps.zero_grads();
     {
         let emb = m.ps.value(ids.emb);
@@ -142,7 +172,12 @@ fn step(m: &mut Model, opt: &mut Adam, feats: &[f32], tokens_tm: &[u32], targets
             dst.copy_from_slice(&emb[tok as usize * E..(tok as usize + 1) * E]);
         }
     }
-    linear(feats, m.ps.value(ids.init_h_w), m.ps.value(ids.init_h_b), &mut m.h0)?;
+    linear(
+        feats,
+        m.ps.value(ids.init_h_w),
+        m.ps.value(ids.init_h_b),
+        &mut m.h0,
+    )?;
     if let Some((w, b)) = ids.init_c {
         linear(feats, m.ps.value(w), m.ps.value(b), &mut m.c0)?;
     } else {
@@ -150,39 +185,124 @@ fn step(m: &mut Model, opt: &mut Adam, feats: &[f32], tokens_tm: &[u32], targets
     }
     let (vals, mut grads) = m.ps.split();
     let (fc_w, fc_b) = (vals.get(ids.fc_w), vals.get(ids.fc_b));
-    let (w_ih, w_hh, b_ih, b_hh) = (vals.get(ids.w_ih), vals.get(ids.w_hh), vals.get(ids.b_ih), vals.get(ids.b_hh));
+    let (w_ih, w_hh, b_ih, b_hh) = (
+        vals.get(ids.w_ih),
+        vals.get(ids.w_hh),
+        vals.get(ids.b_ih),
+        vals.get(ids.b_hh),
+    );
     match m.cell {
         Cell::Lstm => {
-            let p = LstmParams { w_ih, w_hh, b_ih, b_hh };
+            let p = LstmParams {
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+            };
             lstm_forward(&d, &p, &m.x, Some(&m.h0), Some(&m.c0), &mut m.lstm)?;
         }
         Cell::Gru => {
-            let p = GruParams { w_ih, w_hh, b_ih, b_hh };
+            let p = GruParams {
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+            };
             gru_forward(&d, &p, &m.x, Some(&m.h0), &mut m.gru)?;
         }
     }
     let t_rnn = Instant::now();
-    let out = if m.cell == Cell::Lstm { m.lstm.output() } else { m.gru.output() };
-    let dims = XentDims { rows: T * B, dim: H, vocab: V };
-    let chunk_rows = std::env::var("XENT_CHUNK").ok().and_then(|v| v.parse().ok()).unwrap_or(XentConfig::default().chunk_rows);
-    let cfg = XentConfig { ignore_index: Some(0), chunk_rows, ..XentConfig::default() };
-    let xg = XentGrads { x: &mut m.d_out, w: grads.take(ids.fc_w)?, b: grads.take(ids.fc_b)? };
-    let st = linear_xent(&dims, out, fc_w, fc_b, targets_tm, &cfg, Some(xg), &mut m.ws)?;
+    let out = if m.cell == Cell::Lstm {
+        m.lstm.output()
+    } else {
+        m.gru.output()
+    };
+    let dims = XentDims {
+        rows: T * B,
+        dim: H,
+        vocab: V,
+    };
+    let chunk_rows = std::env::var("XENT_CHUNK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(XentConfig::default().chunk_rows);
+    let cfg = XentConfig {
+        ignore_index: Some(0),
+        chunk_rows,
+        ..XentConfig::default()
+    };
+    let xg = XentGrads {
+        x: &mut m.d_out,
+        w: grads.take(ids.fc_w)?,
+        b: grads.take(ids.fc_b)?,
+    };
+    let st = linear_xent(
+        &dims,
+        out,
+        fc_w,
+        fc_b,
+        targets_tm,
+        &cfg,
+        Some(xg),
+        &mut m.ws,
+    )?;
     std::hint::black_box(st.loss);
     let t1 = Instant::now();
 
-    let (gw_ih, gw_hh, gb_ih, gb_hh) = (grads.take(ids.w_ih)?, grads.take(ids.w_hh)?, grads.take(ids.b_ih)?, grads.take(ids.b_hh)?);
+    let (gw_ih, gw_hh, gb_ih, gb_hh) = (
+        grads.take(ids.w_ih)?,
+        grads.take(ids.w_hh)?,
+        grads.take(ids.b_ih)?,
+        grads.take(ids.b_hh)?,
+    );
     match m.cell {
         Cell::Lstm => {
-            let p = LstmParams { w_ih, w_hh, b_ih, b_hh };
-            let mut g = LstmParamGrads { w_ih: gw_ih, w_hh: gw_hh, b_ih: gb_ih, b_hh: gb_hh };
-            let inputs = LstmInputGrads { x: Some(&mut m.dx), h0: Some(&mut m.dh0), c0: Some(&mut m.dc0) };
-            lstm_backward(&d, &p, &m.x, &mut m.lstm, &m.d_out, None, None, &mut g, inputs)?;
+            let p = LstmParams {
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+            };
+            let mut g = LstmParamGrads {
+                w_ih: gw_ih,
+                w_hh: gw_hh,
+                b_ih: gb_ih,
+                b_hh: gb_hh,
+            };
+            let inputs = LstmInputGrads {
+                x: Some(&mut m.dx),
+                h0: Some(&mut m.dh0),
+                c0: Some(&mut m.dc0),
+            };
+            lstm_backward(
+                &d,
+                &p,
+                &m.x,
+                &mut m.lstm,
+                &m.d_out,
+                None,
+                None,
+                &mut g,
+                inputs,
+            )?;
         }
         Cell::Gru => {
-            let p = GruParams { w_ih, w_hh, b_ih, b_hh };
-            let mut g = GruParamGrads { w_ih: gw_ih, w_hh: gw_hh, b_ih: gb_ih, b_hh: gb_hh };
-            let inputs = GruInputGrads { x: Some(&mut m.dx), h0: Some(&mut m.dh0) };
+            let p = GruParams {
+                w_ih,
+                w_hh,
+                b_ih,
+                b_hh,
+            };
+            let mut g = GruParamGrads {
+                w_ih: gw_ih,
+                w_hh: gw_hh,
+                b_ih: gb_ih,
+                b_hh: gb_hh,
+            };
+            let inputs = GruInputGrads {
+                x: Some(&mut m.dx),
+                h0: Some(&mut m.dh0),
+            };
             gru_backward(&d, &p, &m.x, &mut m.gru, &m.d_out, None, &mut g, inputs)?;
             // h0 = tanh(pre): d pre = d h0 * (1 - h0^2).
             for (dh, h) in m.dh0.iter_mut().zip(&m.h0) {
@@ -190,13 +310,21 @@ fn step(m: &mut Model, opt: &mut Adam, feats: &[f32], tokens_tm: &[u32], targets
             }
         }
     }
-    linear_bwd(feats, &m.dh0, grads.take(ids.init_h_w)?, grads.take(ids.init_h_b)?)?;
+    linear_bwd(
+        feats,
+        &m.dh0,
+        grads.take(ids.init_h_w)?,
+        grads.take(ids.init_h_b)?,
+    )?;
     if let Some((w, b)) = ids.init_c {
         linear_bwd(feats, &m.dc0, grads.take(w)?, grads.take(b)?)?;
     }
     let d_emb = grads.take(ids.emb)?;
     for (src, &tok) in m.dx.chunks_exact(E).zip(tokens_tm) {
-        for (a, v) in d_emb[tok as usize * E..(tok as usize + 1) * E].iter_mut().zip(src) {
+        for (a, v) in d_emb[tok as usize * E..(tok as usize + 1) * E]
+            .iter_mut()
+            .zip(src)
+        {
             *a += v;
         }
     }
@@ -206,6 +334,83 @@ fn step(m: &mut Model, opt: &mut Adam, feats: &[f32], tokens_tm: &[u32], targets
     let t3 = Instant::now();
     let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
     Ok([ms(t0, t_rnn), ms(t_rnn, t1), ms(t1, t2), ms(t2, t3)])
+}
+
+/// The same LSTM decoder written with candle pieces (`candle_nn` embedding and linear layers, the
+/// fused ops from `captioner_decode::ops`) trained through candle's `backward()`, with the fused
+/// Adam applied per variable. Measures what the autograd route costs over the explicit engine.
+fn candle_lstm(
+    iters: usize,
+    feats: &[f32],
+    tokens_tm: &[u32],
+    targets_tm: &[u32],
+) -> candle_core::Result<[f64; 3]> {
+    use candle_core::{DType, Device, Module, Tensor};
+    use candle_nn::{Init, VarBuilder, VarMap};
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let emb = candle_nn::embedding(V, E, vb.pp("embedding"))?;
+    let init_h = candle_nn::linear(F, H, vb.pp("init_h"))?;
+    let init_c = candle_nn::linear(F, H, vb.pp("init_c"))?;
+    let k = 1.0 / (H as f64).sqrt();
+    let u = Init::Uniform { lo: -k, up: k };
+    let w_ih = vb.get_with_hints((4 * H, E), "rnn.weight_ih_l0", u)?;
+    let w_hh = vb.get_with_hints((4 * H, H), "rnn.weight_hh_l0", u)?;
+    let b_ih = vb.get_with_hints(4 * H, "rnn.bias_ih_l0", u)?;
+    let b_hh = vb.get_with_hints(4 * H, "rnn.bias_hh_l0", u)?;
+    let fc = candle_nn::linear(H, V, vb.pp("fc"))?;
+    let fc_b = fc
+        .bias()
+        .cloned()
+        .ok_or_else(|| candle_core::Error::msg("fc has no bias"))?;
+    let mut opts: Vec<(candle_core::Var, Adam)> = varmap
+        .all_vars()
+        .into_iter()
+        .map(|v| {
+            let n = v.elem_count();
+            (v, Adam::new(n, AdamConfig::adam(1e-3)))
+        })
+        .collect();
+    let tok = Tensor::from_slice(tokens_tm, T * B, &dev)?;
+    let f = Tensor::from_slice(feats, (B, F), &dev)?;
+    let cfg = XentConfig {
+        ignore_index: Some(0),
+        ..XentConfig::default()
+    };
+    let mut times: [Vec<f64>; 3] = Default::default();
+    for it in 0..iters + 3 {
+        let t0 = Instant::now();
+        let x = emb.forward(&tok)?;
+        let (h0, c0) = (init_h.forward(&f)?, init_c.forward(&f)?);
+        let bias = (&b_ih + &b_hh)?;
+        let xp = x
+            .matmul(&w_ih.t()?)?
+            .broadcast_add(&bias)?
+            .reshape((T, B, 4 * H))?;
+        let out = captioner_decode::ops::lstm(&xp, &w_hh, &h0, &c0)?.reshape((T * B, H))?;
+        let loss =
+            captioner_decode::ops::linear_cross_entropy(&out, fc.weight(), &fc_b, targets_tm, cfg)?;
+        let t1 = Instant::now();
+        let grads = loss.backward()?;
+        let t2 = Instant::now();
+        for (var, opt) in opts.iter_mut() {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                let mut p = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                let g = g.flatten_all()?.to_vec1::<f32>()?;
+                opt.step(&mut p, &g).map_err(candle_core::Error::wrap)?;
+                var.set(&Tensor::from_vec(p, var.shape(), &dev)?)?;
+            }
+        }
+        let t3 = Instant::now();
+        if it >= 3 {
+            let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+            for (acc, v) in times.iter_mut().zip([ms(t0, t1), ms(t1, t2), ms(t2, t3)]) {
+                acc.push(v);
+            }
+        }
+    }
+    Ok(times.map(|mut v| median(&mut v)))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -227,17 +432,113 @@ fn gemm_report() -> Result<(), KernelError> {
     let mut dw = vec![0f32; v * d];
     type Case<'a> = (&'a str, Box<dyn FnMut() -> Result<(), KernelError> + 'a>);
     let cases: Vec<Case> = vec![
-        ("logits = x w^T ", Box::new(|| gemm(n, v, d, 1.0, &a, Trans::No, &w, Trans::Yes, &mut logits, false))),
-        ("dx = dl w       ", Box::new(|| gemm(n, d, v, 1.0, &vec![0.1; n * v], Trans::No, &w, Trans::No, &mut dx, false))),
-        ("dw += dl^T x    ", Box::new(|| gemm(v, d, n, 1.0, &vec![0.1; n * v], Trans::Yes, &a, Trans::No, &mut dw, true))),
+        (
+            "logits = x w^T ",
+            Box::new(|| {
+                gemm(
+                    n,
+                    v,
+                    d,
+                    1.0,
+                    &a,
+                    Trans::No,
+                    &w,
+                    Trans::Yes,
+                    &mut logits,
+                    false,
+                )
+            }),
+        ),
+        (
+            "dx = dl w       ",
+            Box::new(|| {
+                gemm(
+                    n,
+                    d,
+                    v,
+                    1.0,
+                    &vec![0.1; n * v],
+                    Trans::No,
+                    &w,
+                    Trans::No,
+                    &mut dx,
+                    false,
+                )
+            }),
+        ),
+        (
+            "dw += dl^T x    ",
+            Box::new(|| {
+                gemm(
+                    v,
+                    d,
+                    n,
+                    1.0,
+                    &vec![0.1; n * v],
+                    Trans::Yes,
+                    &a,
+                    Trans::No,
+                    &mut dw,
+                    true,
+                )
+            }),
+        ),
     ];
     let (h, g) = (vec![0.5f32; B * H], vec![0.25f32; 4 * H * H]);
     let (mut gates, mut gates_b) = (vec![0f32; B * 4 * H], vec![0f32; B * 4 * H]);
     let mut dh = vec![0f32; B * H];
     let mut rnn: Vec<Case> = vec![
-        ("step h w_hh^T  ", Box::new(|| gemm(B, 4 * H, H, 1.0, &h, Trans::No, &g, Trans::Yes, &mut gates, true))),
-        ("step h w_hh' (pre-transposed)", Box::new(|| gemm(B, 4 * H, H, 1.0, &h, Trans::No, &g, Trans::No, &mut gates_b, true))),
-        ("step dg w_hh   ", Box::new(|| gemm(B, H, 4 * H, 1.0, &gates2(), Trans::No, &g, Trans::No, &mut dh, false))),
+        (
+            "step h w_hh^T  ",
+            Box::new(|| {
+                gemm(
+                    B,
+                    4 * H,
+                    H,
+                    1.0,
+                    &h,
+                    Trans::No,
+                    &g,
+                    Trans::Yes,
+                    &mut gates,
+                    true,
+                )
+            }),
+        ),
+        (
+            "step h w_hh' (pre-transposed)",
+            Box::new(|| {
+                gemm(
+                    B,
+                    4 * H,
+                    H,
+                    1.0,
+                    &h,
+                    Trans::No,
+                    &g,
+                    Trans::No,
+                    &mut gates_b,
+                    true,
+                )
+            }),
+        ),
+        (
+            "step dg w_hh   ",
+            Box::new(|| {
+                gemm(
+                    B,
+                    H,
+                    4 * H,
+                    1.0,
+                    &gates2(),
+                    Trans::No,
+                    &g,
+                    Trans::No,
+                    &mut dh,
+                    false,
+                )
+            }),
+        ),
     ];
     for (name, f) in rnn.iter_mut() {
         f()?;
@@ -246,7 +547,11 @@ fn gemm_report() -> Result<(), KernelError> {
             f()?;
         }
         let t = t.elapsed().as_secs_f64() / 20.0;
-        println!("{name}: {:.3} ms, {:.0} GFLOP/s", t * 1e3, 2.0 * (B * H * 4 * H) as f64 / t / 1e9);
+        println!(
+            "{name}: {:.3} ms, {:.0} GFLOP/s",
+            t * 1e3,
+            2.0 * (B * H * 4 * H) as f64 / t / 1e9
+        );
     }
     drop(rnn);
     for (name, mut f) in cases {
@@ -258,7 +563,11 @@ fn gemm_report() -> Result<(), KernelError> {
             })
             .collect::<Result<_, _>>()?;
         let t = median(&mut ts);
-        println!("{name} {n}x{v}x{d}: {:.1} ms, {:.0} GFLOP/s", t * 1e3, 2.0 * (n * v * d) as f64 / t / 1e9);
+        println!(
+            "{name} {n}x{v}x{d}: {:.1} ms, {:.0} GFLOP/s",
+            t * 1e3,
+            2.0 * (n * v * d) as f64 / t / 1e9
+        );
     }
     Ok(())
 }
@@ -268,13 +577,20 @@ fn main() -> Result<(), KernelError> {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(10);
-    let which: Vec<String> = std::env::args().skip(1).filter(|a| a == "lstm" || a == "gru").collect();
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| ["lstm", "gru", "candle"].contains(&a.as_str()))
+        .collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let feats: Vec<f32> = (0..B * F).map(|_| rng.random_range(0.0..1.0)).collect();
     // Batch-first tokens as a data loader yields them, re-laid time-major for the kernels.
     let tokens: Vec<u32> = (0..B * T).map(|_| rng.random_range(1..V as u32)).collect();
     let targets: Vec<u32> = (0..B * T).map(|_| rng.random_range(1..V as u32)).collect();
-    let tm = |v: &[u32]| (0..T * B).map(|i| v[(i % B) * T + i / B]).collect::<Vec<u32>>();
+    let tm = |v: &[u32]| {
+        (0..T * B)
+            .map(|i| v[(i % B) * T + i / B])
+            .collect::<Vec<u32>>()
+    };
     let (tokens_tm, targets_tm) = (tm(&tokens), tm(&targets));
     println!("threads: {}", rayon::current_num_threads());
     if std::env::args().any(|a| a == "gemm") {
@@ -303,6 +619,14 @@ fn main() -> Result<(), KernelError> {
             "{name} ms/step: {:.1}  (forward {f:.1}, loss fwd+bwd {l:.1}, backward {b:.1}, adam {o:.1}; {} params, {iters} iters)",
             median(&mut totals),
             m.ps.len()
+        );
+    }
+    if which.iter().any(|w| w == "candle") {
+        let [f, b, o] = candle_lstm(iters, &feats, &tokens_tm, &targets_tm)
+            .map_err(|e| KernelError::Invalid(e.to_string()))?;
+        println!(
+            "lstm-candle-autograd ms/step: {:.1}  (forward+fused loss {f:.1}, backward() {b:.1}, adam per var {o:.1}; {iters} iters)",
+            f + b + o
         );
     }
     Ok(())

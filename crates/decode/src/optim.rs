@@ -42,12 +42,23 @@ pub struct AdamConfig {
 impl AdamConfig {
     /// `torch.optim.Adam` defaults with learning rate `lr`.
     pub fn adam(lr: f32) -> Self {
-        Self { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false }
+        Self {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+        }
     }
 
     /// `torch.optim.AdamW` defaults (`weight_decay = 0.01`) with learning rate `lr`.
     pub fn adamw(lr: f32) -> Self {
-        Self { weight_decay: 0.01, decoupled: true, ..Self::adam(lr) }
+        Self {
+            weight_decay: 0.01,
+            decoupled: true,
+            ..Self::adam(lr)
+        }
     }
 }
 
@@ -64,7 +75,12 @@ pub struct Adam {
 impl Adam {
     /// State for `n` parameters.
     pub fn new(n: usize, cfg: AdamConfig) -> Self {
-        Self { cfg, m: vec![0.0; n], v: vec![0.0; n], step: 0 }
+        Self {
+            cfg,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            step: 0,
+        }
     }
 
     /// Steps taken so far.
@@ -121,7 +137,11 @@ impl Optimizer for Adam {
         params
             .par_chunks_mut(CHUNK)
             .zip(grads.par_chunks(CHUNK))
-            .zip(self.m.par_chunks_mut(CHUNK).zip(self.v.par_chunks_mut(CHUNK)))
+            .zip(
+                self.m
+                    .par_chunks_mut(CHUNK)
+                    .zip(self.v.par_chunks_mut(CHUNK)),
+            )
             .for_each(|((p, g), (m, v))| adam_chunk(&k, p, g, m, v));
         Ok(())
     }
@@ -156,7 +176,14 @@ pub struct RmsPropConfig {
 impl RmsPropConfig {
     /// `torch.optim.RMSprop` defaults (`alpha = 0.99`, `eps = 1e-8`) with learning rate `lr`.
     pub fn new(lr: f32) -> Self {
-        Self { lr, alpha: 0.99, eps: 1e-8, weight_decay: 0.0, momentum: 0.0, centered: false }
+        Self {
+            lr,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.0,
+            centered: false,
+        }
     }
 }
 
@@ -255,14 +282,28 @@ pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
     let norm = sq.sqrt() as f32;
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
-        grads.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|g| *g *= coef));
+        grads
+            .par_chunks_mut(CHUNK)
+            .for_each(|c| c.iter_mut().for_each(|g| *g *= coef));
     }
     norm
 }
 
 /// Reference Adam/AdamW step in `f64`, element by element from the PyTorch docs' pseudo-code.
-pub fn adam_step_ref(cfg: &AdamConfig, t: u32, p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64]) {
-    let (b1, b2, lr, wd) = (cfg.beta1 as f64, cfg.beta2 as f64, cfg.lr as f64, cfg.weight_decay as f64);
+pub fn adam_step_ref(
+    cfg: &AdamConfig,
+    t: u32,
+    p: &mut [f64],
+    g: &[f64],
+    m: &mut [f64],
+    v: &mut [f64],
+) {
+    let (b1, b2, lr, wd) = (
+        cfg.beta1 as f64,
+        cfg.beta2 as f64,
+        cfg.lr as f64,
+        cfg.weight_decay as f64,
+    );
     for i in 0..p.len() {
         let mut gv = g[i];
         if cfg.decoupled {
@@ -280,7 +321,14 @@ pub fn adam_step_ref(cfg: &AdamConfig, t: u32, p: &mut [f64], g: &[f64], m: &mut
 
 /// Reference RMSprop step in `f64` from the PyTorch docs' pseudo-code; `ga`/`mb` are ignored
 /// unless centred/momentum are on.
-pub fn rmsprop_step_ref(c: &RmsPropConfig, p: &mut [f64], g: &[f64], sq: &mut [f64], ga: &mut [f64], mb: &mut [f64]) {
+pub fn rmsprop_step_ref(
+    c: &RmsPropConfig,
+    p: &mut [f64],
+    g: &[f64],
+    sq: &mut [f64],
+    ga: &mut [f64],
+    mb: &mut [f64],
+) {
     let (alpha, lr) = (c.alpha as f64, c.lr as f64);
     for i in 0..p.len() {
         let gv = g[i] + c.weight_decay as f64 * p[i];

@@ -38,7 +38,9 @@ impl ParamSet {
     /// Registers a zero-initialised parameter; names must be unique.
     pub fn add(&mut self, name: &str, shape: &[usize]) -> Result<ParamId, KernelError> {
         if self.entries.iter().any(|e| e.name == name) {
-            return Err(KernelError::Invalid(format!("duplicate parameter name {name}")));
+            return Err(KernelError::Invalid(format!(
+                "duplicate parameter name {name}"
+            )));
         }
         let n: usize = shape.iter().product();
         let start = self.values.len();
@@ -64,12 +66,17 @@ impl ParamSet {
 
     /// Looks a parameter up by name.
     pub fn id(&self, name: &str) -> Option<ParamId> {
-        self.entries.iter().position(|e| e.name == name).map(ParamId)
+        self.entries
+            .iter()
+            .position(|e| e.name == name)
+            .map(ParamId)
     }
 
     /// `(name, shape)` of every parameter in buffer order.
     pub fn names(&self) -> impl Iterator<Item = (&str, &[usize])> {
-        self.entries.iter().map(|e| (e.name.as_str(), e.shape.as_slice()))
+        self.entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.shape.as_slice()))
     }
 
     /// Range of a parameter inside [`ParamSet::values`].

@@ -34,7 +34,10 @@ fn assert_close(what: &str, analytic: &[f32], numeric: &[f64], tol: f64) -> f64 
     let mut worst = 0f64;
     for (i, (a, n)) in analytic.iter().zip(numeric).enumerate() {
         let err = (*a as f64 - n).abs();
-        assert!(err <= tol * (1.0 + n.abs()), "{what}[{i}]: analytic {a} numeric {n}");
+        assert!(
+            err <= tol * (1.0 + n.abs()),
+            "{what}[{i}]: analytic {a} numeric {n}"
+        );
         worst = worst.max(err);
     }
     worst
@@ -43,7 +46,12 @@ fn assert_close(what: &str, analytic: &[f32], numeric: &[f64], tol: f64) -> f64 
 #[test]
 fn lstm_forward_matches_reference_and_gradients_match_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let d = SeqDims { seq_len: 4, batch: 3, input: 5, hidden: 6 };
+    let d = SeqDims {
+        seq_len: 4,
+        batch: 3,
+        input: 5,
+        hidden: 6,
+    };
     let g = 4 * d.hidden;
     let (bh, n_x) = (d.batch * d.hidden, d.seq_len * d.batch * d.input);
     let mut w_ih = rand_vec(&mut rng, g * d.input, 0.5);
@@ -58,7 +66,12 @@ fn lstm_forward_matches_reference_and_gradients_match_finite_differences() {
     let w_h = rand_vec(&mut rng, bh, 1.0);
     let w_c = rand_vec(&mut rng, bh, 1.0);
 
-    let p = LstmParams { w_ih: &w_ih, w_hh: &w_hh, b_ih: &b_ih, b_hh: &b_hh };
+    let p = LstmParams {
+        w_ih: &w_ih,
+        w_hh: &w_hh,
+        b_ih: &b_ih,
+        b_hh: &b_hh,
+    };
     let mut cache = LstmCache::new();
     lstm_forward(&d, &p, &x, Some(&h0), Some(&c0), &mut cache).unwrap();
     let (out_ref, c_ref) = lstm_forward_ref(&d, &p, &x, &h0, &c0);
@@ -72,12 +85,43 @@ fn lstm_forward_matches_reference_and_gradients_match_finite_differences() {
     let (mut dw_ih, mut dw_hh) = (vec![0f32; w_ih.len()], vec![0f32; w_hh.len()]);
     let (mut db_ih, mut db_hh) = (vec![0f32; g], vec![0f32; g]);
     let (mut dx, mut dh0, mut dc0) = (vec![0f32; n_x], vec![0f32; bh], vec![0f32; bh]);
-    let mut grads = LstmParamGrads { w_ih: &mut dw_ih, w_hh: &mut dw_hh, b_ih: &mut db_ih, b_hh: &mut db_hh };
-    let inputs = LstmInputGrads { x: Some(&mut dx), h0: Some(&mut dh0), c0: Some(&mut dc0) };
-    lstm_backward(&d, &p, &x, &mut cache, &w_out, Some(&w_h), Some(&w_c), &mut grads, inputs).unwrap();
+    let mut grads = LstmParamGrads {
+        w_ih: &mut dw_ih,
+        w_hh: &mut dw_hh,
+        b_ih: &mut db_ih,
+        b_hh: &mut db_hh,
+    };
+    let inputs = LstmInputGrads {
+        x: Some(&mut dx),
+        h0: Some(&mut dh0),
+        c0: Some(&mut dc0),
+    };
+    lstm_backward(
+        &d,
+        &p,
+        &x,
+        &mut cache,
+        &w_out,
+        Some(&w_h),
+        Some(&w_c),
+        &mut grads,
+        inputs,
+    )
+    .unwrap();
 
-    let loss = |w_ih: &[f32], w_hh: &[f32], b_ih: &[f32], b_hh: &[f32], x: &[f32], h0: &[f32], c0: &[f32]| {
-        let p = LstmParams { w_ih, w_hh, b_ih, b_hh };
+    let loss = |w_ih: &[f32],
+                w_hh: &[f32],
+                b_ih: &[f32],
+                b_hh: &[f32],
+                x: &[f32],
+                h0: &[f32],
+                c0: &[f32]| {
+        let p = LstmParams {
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+        };
         let (out, c_t) = lstm_forward_ref(&d, &p, x, h0, c0);
         let h_t = &out[(d.seq_len - 1) * bh..];
         dot(&out, &w_out) + dot(h_t, &w_h) + dot(&c_t, &w_c)
@@ -88,8 +132,12 @@ fn lstm_forward_matches_reference_and_gradients_match_finite_differences() {
                 .map(|i| {
                     let mut b = $buf.clone();
                     fd(&mut b, i, &mut |v: &[f32]| {
-                        let mut all = [&w_ih, &w_hh, &b_ih, &b_hh, &x, &h0, &c0].map(|s| s.as_slice());
-                        let idx = ["w_ih", "w_hh", "b_ih", "b_hh", "x", "h0", "c0"].iter().position(|n| *n == $name).unwrap();
+                        let mut all =
+                            [&w_ih, &w_hh, &b_ih, &b_hh, &x, &h0, &c0].map(|s| s.as_slice());
+                        let idx = ["w_ih", "w_hh", "b_ih", "b_hh", "x", "h0", "c0"]
+                            .iter()
+                            .position(|n| *n == $name)
+                            .unwrap();
                         all[idx] = v;
                         loss(all[0], all[1], all[2], all[3], all[4], all[5], all[6])
                     })
@@ -107,13 +155,20 @@ fn lstm_forward_matches_reference_and_gradients_match_finite_differences() {
     check!("h0", h0, &dh0);
     check!("c0", c0, &dc0);
     // Silence "unused mut" on buffers only perturbed through clones.
-    let _ = (&mut w_ih, &mut w_hh, &mut b_ih, &mut b_hh, &mut x, &mut h0, &mut c0);
+    let _ = (
+        &mut w_ih, &mut w_hh, &mut b_ih, &mut b_hh, &mut x, &mut h0, &mut c0,
+    );
 }
 
 #[test]
 fn gru_forward_matches_reference_and_gradients_match_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(8);
-    let d = SeqDims { seq_len: 4, batch: 3, input: 5, hidden: 6 };
+    let d = SeqDims {
+        seq_len: 4,
+        batch: 3,
+        input: 5,
+        hidden: 6,
+    };
     let g = 3 * d.hidden;
     let (bh, n_x) = (d.batch * d.hidden, d.seq_len * d.batch * d.input);
     let w_ih = rand_vec(&mut rng, g * d.input, 0.5);
@@ -125,7 +180,12 @@ fn gru_forward_matches_reference_and_gradients_match_finite_differences() {
     let w_out = rand_vec(&mut rng, d.seq_len * bh, 1.0);
     let w_h = rand_vec(&mut rng, bh, 1.0);
 
-    let p = GruParams { w_ih: &w_ih, w_hh: &w_hh, b_ih: &b_ih, b_hh: &b_hh };
+    let p = GruParams {
+        w_ih: &w_ih,
+        w_hh: &w_hh,
+        b_ih: &b_ih,
+        b_hh: &b_hh,
+    };
     let mut cache = GruCache::new();
     gru_forward(&d, &p, &x, Some(&h0), &mut cache).unwrap();
     let out_ref = gru_forward_ref(&d, &p, &x, &h0);
@@ -135,9 +195,27 @@ fn gru_forward_matches_reference_and_gradients_match_finite_differences() {
     let (mut dw_ih, mut dw_hh) = (vec![0f32; w_ih.len()], vec![0f32; w_hh.len()]);
     let (mut db_ih, mut db_hh) = (vec![0f32; g], vec![0f32; g]);
     let (mut dx, mut dh0) = (vec![0f32; n_x], vec![0f32; bh]);
-    let mut grads = GruParamGrads { w_ih: &mut dw_ih, w_hh: &mut dw_hh, b_ih: &mut db_ih, b_hh: &mut db_hh };
-    let inputs = GruInputGrads { x: Some(&mut dx), h0: Some(&mut dh0) };
-    gru_backward(&d, &p, &x, &mut cache, &w_out, Some(&w_h), &mut grads, inputs).unwrap();
+    let mut grads = GruParamGrads {
+        w_ih: &mut dw_ih,
+        w_hh: &mut dw_hh,
+        b_ih: &mut db_ih,
+        b_hh: &mut db_hh,
+    };
+    let inputs = GruInputGrads {
+        x: Some(&mut dx),
+        h0: Some(&mut dh0),
+    };
+    gru_backward(
+        &d,
+        &p,
+        &x,
+        &mut cache,
+        &w_out,
+        Some(&w_h),
+        &mut grads,
+        inputs,
+    )
+    .unwrap();
 
     let names = ["w_ih", "w_hh", "b_ih", "b_hh", "x", "h0"];
     let bufs = [&w_ih, &w_hh, &b_ih, &b_hh, &x, &h0];
@@ -149,7 +227,12 @@ fn gru_forward_matches_reference_and_gradients_match_finite_differences() {
                 fd(&mut b, i, &mut |v: &[f32]| {
                     let mut all = bufs.map(|s| s.as_slice());
                     all[k] = v;
-                    let p = GruParams { w_ih: all[0], w_hh: all[1], b_ih: all[2], b_hh: all[3] };
+                    let p = GruParams {
+                        w_ih: all[0],
+                        w_hh: all[1],
+                        b_ih: all[2],
+                        b_hh: all[3],
+                    };
                     let out = gru_forward_ref(&d, &p, all[4], all[5]);
                     dot(&out, &w_out) + dot(&out[(d.seq_len - 1) * bh..], &w_h)
                 })
@@ -163,34 +246,62 @@ fn gru_forward_matches_reference_and_gradients_match_finite_differences() {
 #[test]
 fn fused_xent_matches_reference_and_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let dims = XentDims { rows: 11, dim: 7, vocab: 13 };
+    let dims = XentDims {
+        rows: 11,
+        dim: 7,
+        vocab: 13,
+    };
     let x = rand_vec(&mut rng, dims.rows * dims.dim, 1.0);
     let w = rand_vec(&mut rng, dims.vocab * dims.dim, 1.0);
     let b = rand_vec(&mut rng, dims.vocab, 1.0);
-    let mut targets: Vec<u32> = (0..dims.rows).map(|_| rng.random_range(1..dims.vocab as u32)).collect();
+    let mut targets: Vec<u32> = (0..dims.rows)
+        .map(|_| rng.random_range(1..dims.vocab as u32))
+        .collect();
     targets[2] = 0;
     targets[7] = 0;
     for (smoothing, chunk_rows) in [(0.0, 256), (0.1, 3), (0.3, 1)] {
-        let cfg = XentConfig { label_smoothing: smoothing, ignore_index: Some(0), chunk_rows };
-        let (mut dx, mut dw, mut db) = (vec![9f32; x.len()], vec![0f32; w.len()], vec![0f32; b.len()]);
+        let cfg = XentConfig {
+            label_smoothing: smoothing,
+            ignore_index: Some(0),
+            chunk_rows,
+        };
+        let (mut dx, mut dw, mut db) = (
+            vec![9f32; x.len()],
+            vec![0f32; w.len()],
+            vec![0f32; b.len()],
+        );
         let mut ws = XentWorkspace::new();
-        let grads = XentGrads { x: &mut dx, w: &mut dw, b: &mut db };
+        let grads = XentGrads {
+            x: &mut dx,
+            w: &mut dw,
+            b: &mut db,
+        };
         let st = linear_xent(&dims, &x, &w, &b, &targets, &cfg, Some(grads), &mut ws).unwrap();
         assert_eq!(st.n_valid, 9);
         let (loss_ref, dx_r, dw_r, db_r) = linear_xent_ref(&dims, &x, &w, &b, &targets, &cfg);
-        assert!((st.loss as f64 - loss_ref).abs() < 1e-5, "{} vs {loss_ref}", st.loss);
+        assert!(
+            (st.loss as f64 - loss_ref).abs() < 1e-5,
+            "{} vs {loss_ref}",
+            st.loss
+        );
         assert_close("xent dx", &dx, &dx_r, 1e-5);
         assert_close("xent dw", &dw, &dw_r, 1e-5);
         assert_close("xent db", &db, &db_r, 1e-5);
         // And the analytic reference itself against finite differences of its loss.
-        let loss_of = |x: &[f32], w: &[f32], b: &[f32]| linear_xent_ref(&dims, x, w, b, &targets, &cfg).0;
+        let loss_of =
+            |x: &[f32], w: &[f32], b: &[f32]| linear_xent_ref(&dims, x, w, b, &targets, &cfg).0;
         let num_dw: Vec<f64> = (0..w.len())
             .map(|i| fd(&mut w.clone(), i, &mut |v: &[f32]| loss_of(&x, v, &b)))
             .collect();
         let num_dx: Vec<f64> = (0..x.len())
             .map(|i| fd(&mut x.clone(), i, &mut |v: &[f32]| loss_of(v, &w, &b)))
             .collect();
-        let worst = assert_close("xent dw (fd)", &dw, &num_dw, 1e-3).max(assert_close("xent dx (fd)", &dx, &num_dx, 1e-3));
+        let worst = assert_close("xent dw (fd)", &dw, &num_dw, 1e-3).max(assert_close(
+            "xent dx (fd)",
+            &dx,
+            &num_dx,
+            1e-3,
+        ));
         eprintln!("xent smoothing {smoothing} chunk {chunk_rows}: worst abs err vs fd {worst:.2e}");
         // Evaluation path: same loss, no gradients.
         let st2 = linear_xent(&dims, &x, &w, &b, &targets, &cfg, None, &mut ws).unwrap();
@@ -200,13 +311,45 @@ fn fused_xent_matches_reference_and_finite_differences() {
 
 #[test]
 fn xent_rejects_bad_targets_and_shapes() {
-    let dims = XentDims { rows: 2, dim: 2, vocab: 3 };
+    let dims = XentDims {
+        rows: 2,
+        dim: 2,
+        vocab: 3,
+    };
     let mut ws = XentWorkspace::new();
     let cfg = XentConfig::default();
-    let err = linear_xent(&dims, &[0.0; 4], &[0.0; 6], &[0.0; 3], &[1, 3], &cfg, None, &mut ws);
-    assert!(matches!(err, Err(captioner_decode::KernelError::Target { row: 1, target: 3, .. })));
-    let err = linear_xent(&dims, &[0.0; 3], &[0.0; 6], &[0.0; 3], &[1, 2], &cfg, None, &mut ws);
-    assert!(matches!(err, Err(captioner_decode::KernelError::Len { .. })));
+    let err = linear_xent(
+        &dims,
+        &[0.0; 4],
+        &[0.0; 6],
+        &[0.0; 3],
+        &[1, 3],
+        &cfg,
+        None,
+        &mut ws,
+    );
+    assert!(matches!(
+        err,
+        Err(captioner_decode::KernelError::Target {
+            row: 1,
+            target: 3,
+            ..
+        })
+    ));
+    let err = linear_xent(
+        &dims,
+        &[0.0; 3],
+        &[0.0; 6],
+        &[0.0; 3],
+        &[1, 2],
+        &cfg,
+        None,
+        &mut ws,
+    );
+    assert!(matches!(
+        err,
+        Err(captioner_decode::KernelError::Len { .. })
+    ));
 }
 
 fn run_optimizer(opt: &mut dyn Optimizer, reference: &mut dyn FnMut(u32, &mut [f64], &[f64])) {
@@ -221,24 +364,47 @@ fn run_optimizer(opt: &mut dyn Optimizer, reference: &mut dyn FnMut(u32, &mut [f
         opt.step(&mut p, &g).unwrap();
         reference(t, &mut p_ref, &g_ref);
     }
-    let worst = p.iter().zip(&p_ref).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+    let worst = p
+        .iter()
+        .zip(&p_ref)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0.0, f64::max);
     assert!(worst < 1e-5, "worst {worst}");
 }
 
 #[test]
 fn optimizers_match_reference_steps() {
     let n = 70_001;
-    for cfg in [AdamConfig::adam(1e-2), AdamConfig { weight_decay: 0.1, ..AdamConfig::adam(1e-2) }, AdamConfig::adamw(1e-2)] {
+    for cfg in [
+        AdamConfig::adam(1e-2),
+        AdamConfig {
+            weight_decay: 0.1,
+            ..AdamConfig::adam(1e-2)
+        },
+        AdamConfig::adamw(1e-2),
+    ] {
         let (mut m, mut v) = (vec![0f64; n], vec![0f64; n]);
-        run_optimizer(&mut Adam::new(n, cfg), &mut |t, p, g| adam_step_ref(&cfg, t, p, g, &mut m, &mut v));
+        run_optimizer(&mut Adam::new(n, cfg), &mut |t, p, g| {
+            adam_step_ref(&cfg, t, p, g, &mut m, &mut v)
+        });
     }
     for cfg in [
         RmsPropConfig::new(1e-2),
-        RmsPropConfig { centered: true, momentum: 0.9, weight_decay: 0.01, ..RmsPropConfig::new(1e-2) },
-        RmsPropConfig { momentum: 0.5, ..RmsPropConfig::new(1e-3) },
+        RmsPropConfig {
+            centered: true,
+            momentum: 0.9,
+            weight_decay: 0.01,
+            ..RmsPropConfig::new(1e-2)
+        },
+        RmsPropConfig {
+            momentum: 0.5,
+            ..RmsPropConfig::new(1e-3)
+        },
     ] {
         let (mut sq, mut ga, mut mb) = (vec![0f64; n], vec![0f64; n], vec![0f64; n]);
-        run_optimizer(&mut RmsProp::new(n, cfg), &mut |_, p, g| rmsprop_step_ref(&cfg, p, g, &mut sq, &mut ga, &mut mb));
+        run_optimizer(&mut RmsProp::new(n, cfg), &mut |_, p, g| {
+            rmsprop_step_ref(&cfg, p, g, &mut sq, &mut ga, &mut mb)
+        });
     }
 }
 
@@ -255,17 +421,50 @@ fn clip_grad_norm_scales_to_max_norm() {
 
 #[test]
 fn lstm_and_gru_reject_mismatched_shapes() {
-    let d = SeqDims { seq_len: 2, batch: 1, input: 2, hidden: 2 };
+    let d = SeqDims {
+        seq_len: 2,
+        batch: 1,
+        input: 2,
+        hidden: 2,
+    };
     let z = vec![0f32; 64];
-    let p = LstmParams { w_ih: &z[..16], w_hh: &z[..16], b_ih: &z[..8], b_hh: &z[..7] };
+    let p = LstmParams {
+        w_ih: &z[..16],
+        w_hh: &z[..16],
+        b_ih: &z[..8],
+        b_hh: &z[..7],
+    };
     assert!(lstm_forward(&d, &p, &z[..4], None, None, &mut LstmCache::new()).is_err());
-    let p = GruParams { w_ih: &z[..12], w_hh: &z[..12], b_ih: &z[..6], b_hh: &z[..6] };
+    let p = GruParams {
+        w_ih: &z[..12],
+        w_hh: &z[..12],
+        b_ih: &z[..6],
+        b_hh: &z[..6],
+    };
     assert!(gru_forward(&d, &p, &z[..5], None, &mut GruCache::new()).is_err());
     let mut cache = GruCache::new();
     gru_forward(&d, &p, &z[..4], None, &mut cache).unwrap();
     let d2 = SeqDims { seq_len: 1, ..d };
-    let (mut a, mut b, mut c, mut e) = (vec![0f32; 12], vec![0f32; 12], vec![0f32; 6], vec![0f32; 6]);
-    let mut grads = GruParamGrads { w_ih: &mut a, w_hh: &mut b, b_ih: &mut c, b_hh: &mut e };
-    let err = gru_backward(&d2, &p, &z[..2], &mut cache, &z[..2], None, &mut grads, GruInputGrads::default());
-    assert!(matches!(err, Err(captioner_decode::KernelError::CacheMismatch { .. })));
+    let (mut a, mut b, mut c, mut e) =
+        (vec![0f32; 12], vec![0f32; 12], vec![0f32; 6], vec![0f32; 6]);
+    let mut grads = GruParamGrads {
+        w_ih: &mut a,
+        w_hh: &mut b,
+        b_ih: &mut c,
+        b_hh: &mut e,
+    };
+    let err = gru_backward(
+        &d2,
+        &p,
+        &z[..2],
+        &mut cache,
+        &z[..2],
+        None,
+        &mut grads,
+        GruInputGrads::default(),
+    );
+    assert!(matches!(
+        err,
+        Err(captioner_decode::KernelError::CacheMismatch { .. })
+    ));
 }

@@ -7,6 +7,7 @@
 //!   scripts/bench_encoders.sh                       # Rust + PyTorch, ratio table (2 threads)
 //!   RAYON_NUM_THREADS=2 cargo bench -p captioner-encode --bench encoders -- [--runs N]
 //!       [--only fast_lite0_b1,fast_lite0_b32,fast_resnet50_b8,candle_lite0_b1,candle_lite0_b32]
+//!       [--sub-batch N]                             # images per internal Lite0 pass
 //!       [--json]                                    # one JSON object on the last line
 //!
 //! Weights: `$CAPTIONER_LITE0_DIR` (default `../shared/data/models/efficientnet-lite0`);
@@ -16,11 +17,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use captioner_encode::fast::{FastEfficientNetLite0, FastResNet50};
+use captioner_encode::fast::{FastEfficientNetLite0, FastResNet50, DEFAULT_SUB_BATCH};
 use captioner_encode::CandleLite0;
 
 struct Args {
     runs: usize,
+    sub_batch: usize,
+    resnet_sub_batch: Option<usize>,
     only: Vec<String>,
     json: bool,
 }
@@ -28,6 +31,8 @@ struct Args {
 fn parse_args() -> Args {
     let mut args = Args {
         runs: 10,
+        sub_batch: DEFAULT_SUB_BATCH,
+        resnet_sub_batch: None,
         only: Vec::new(),
         json: false,
     };
@@ -44,6 +49,8 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--json" => args.json = true,
+            "--resnet-sub-batch" => args.resnet_sub_batch = it.next().and_then(|v| v.parse().ok()),
+            "--sub-batch" => args.sub_batch = it.next().and_then(|v| v.parse().ok()).unwrap_or(1),
             // `cargo bench` passes `--bench`; ignore anything else we do not know.
             _ => {}
         }
@@ -107,7 +114,9 @@ fn main() {
     };
 
     if want("fast_lite0_b1") || want("fast_lite0_b32") {
-        let model = FastEfficientNetLite0::from_safetensors(&weights).expect("Lite0 weights");
+        let model = FastEfficientNetLite0::from_safetensors(&weights)
+            .expect("Lite0 weights")
+            .with_sub_batch(args.sub_batch);
         for batch in [1, 32] {
             let name = format!("fast_lite0_b{batch}");
             if !want(&name) {
@@ -128,7 +137,10 @@ fn main() {
         }
     }
     if want("fast_resnet50_b8") {
-        let model = FastResNet50::random(0, 1000).expect("ResNet-50");
+        let mut model = FastResNet50::random(0, 1000).expect("ResNet-50");
+        if let Some(n) = args.resnet_sub_batch {
+            model = model.with_sub_batch(n);
+        }
         let batch = 8;
         let x = input(batch);
         let flops = model.flops(batch, 224, 224).expect("flops") as f64;

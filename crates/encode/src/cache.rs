@@ -111,10 +111,11 @@ impl CacheIndex {
     pub fn load(dir: &Path) -> Result<Self, CacheError> {
         let path = dir.join(INDEX_FILE);
         let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        let index: CacheIndex = serde_json::from_str(&text).map_err(|source| CacheError::Index {
-            path: path.clone(),
-            source,
-        })?;
+        let index: CacheIndex =
+            serde_json::from_str(&text).map_err(|source| CacheError::Index {
+                path: path.clone(),
+                source,
+            })?;
         if index.version != FORMAT_VERSION || index.dtype != "f16" {
             return Err(CacheError::Mismatch {
                 dir: dir.to_path_buf(),
@@ -209,7 +210,10 @@ impl CacheWriter {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             let orphan_shard = name.starts_with("shard-") && !listed.contains(name);
             if name.ends_with(".tmp") || orphan_shard {
-                tracing::warn!("removing leftover {} from an interrupted run", path.display());
+                tracing::warn!(
+                    "removing leftover {} from an interrupted run",
+                    path.display()
+                );
                 std::fs::remove_file(&path).map_err(io_err(&path))?;
             }
         }
@@ -258,7 +262,12 @@ impl CacheWriter {
 
     /// Add one image's features; `spatial` is required iff the cache stores spatial features.
     /// Writes a shard when enough images are pending.
-    pub fn push(&mut self, id: &str, pooled: &[f32], spatial: Option<&[f32]>) -> Result<(), CacheError> {
+    pub fn push(
+        &mut self,
+        id: &str,
+        pooled: &[f32],
+        spatial: Option<&[f32]>,
+    ) -> Result<(), CacheError> {
         let meta = &self.index.meta;
         let bad_len = |expected, got| CacheError::BadLength {
             id: id.to_string(),

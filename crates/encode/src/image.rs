@@ -120,8 +120,8 @@ impl Normalization {
             }
             Layout::Hwc => {
                 for (dst, px) in out.chunks_exact_mut(3).zip(pixels) {
-                    for c in 0..3 {
-                        dst[c] = f32::from(px[c]) * scale[c] + shift[c];
+                    for (((d, &p), s), t) in dst.iter_mut().zip(px).zip(&scale).zip(&shift) {
+                        *d = f32::from(p) * s + t;
                     }
                 }
             }
@@ -348,13 +348,20 @@ mod tests {
     }
 
     fn gradient(w: u32, h: u32) -> RgbImage {
-        RgbImage::from_fn(w, h, |x, y| Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, 128]))
+        RgbImage::from_fn(w, h, |x, y| {
+            Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, 128])
+        })
     }
 
     #[test]
     fn decodes_every_supported_format_to_rgb() {
         let img = DynamicImage::ImageRgb8(gradient(40, 30));
-        for format in [ImageFormat::Png, ImageFormat::Bmp, ImageFormat::Gif, ImageFormat::WebP] {
+        for format in [
+            ImageFormat::Png,
+            ImageFormat::Bmp,
+            ImageFormat::Gif,
+            ImageFormat::WebP,
+        ] {
             let bytes = encode(&img, format);
             let rgb = decode_rgb(&bytes, Path::new("x"), DEFAULT_MAX_PIXELS)
                 .unwrap_or_else(|e| panic!("{format:?}: {e}"));
@@ -372,13 +379,13 @@ mod tests {
     #[test]
     fn grey_alpha_and_16_bit_become_rgb8() {
         let grey = DynamicImage::ImageLuma8(image::GrayImage::from_pixel(4, 4, image::Luma([77])));
-        let rgb = decode_rgb(&encode(&grey, ImageFormat::Png), Path::new("g"), 100)
-            .expect("grey png");
+        let rgb =
+            decode_rgb(&encode(&grey, ImageFormat::Png), Path::new("g"), 100).expect("grey png");
         assert_eq!(rgb.get_pixel(1, 1), &Rgb([77, 77, 77]));
 
         let rgba = DynamicImage::ImageRgba8(RgbaImage::from_pixel(3, 3, image::Rgba([1, 2, 3, 0])));
-        let rgb = decode_rgb(&encode(&rgba, ImageFormat::Png), Path::new("a"), 100)
-            .expect("rgba png");
+        let rgb =
+            decode_rgb(&encode(&rgba, ImageFormat::Png), Path::new("a"), 100).expect("rgba png");
         assert_eq!(rgb.get_pixel(0, 0), &Rgb([1, 2, 3]));
 
         let deep = DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(
@@ -386,15 +393,21 @@ mod tests {
             2,
             Rgb([65535u16, 0, 32896]),
         ));
-        let rgb = decode_rgb(&encode(&deep, ImageFormat::Png), Path::new("d"), 100)
-            .expect("16-bit png");
+        let rgb =
+            decode_rgb(&encode(&deep, ImageFormat::Png), Path::new("d"), 100).expect("16-bit png");
         assert_eq!(rgb.get_pixel(0, 0), &Rgb([255, 0, 128]));
     }
 
     #[test]
     fn exif_orientation_is_applied() {
         // Left half red, right half blue, 40 wide, 30 high.
-        let img = RgbImage::from_fn(40, 30, |x, _| if x < 20 { Rgb([255, 0, 0]) } else { Rgb([0, 0, 255]) });
+        let img = RgbImage::from_fn(40, 30, |x, _| {
+            if x < 20 {
+                Rgb([255, 0, 0])
+            } else {
+                Rgb([0, 0, 255])
+            }
+        });
         let jpeg = encode(&DynamicImage::ImageRgb8(img), ImageFormat::Jpeg);
         // APP1 Exif segment (big-endian TIFF, one IFD entry: Orientation = 6, "rotate 90 CW").
         let mut app1 = vec![0xFF, 0xE1, 0, 34];
@@ -410,16 +423,45 @@ mod tests {
         assert!(rgb.get_pixel(15, 35)[2] > 200 && rgb.get_pixel(15, 35)[0] < 60);
     }
 
+    /// PNG's chunk checksum (CRC-32/ISO-HDLC), bitwise: only used on a 17-byte chunk.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
     #[test]
     fn pixel_limit_is_checked_before_decoding() {
-        // A valid header claiming 20000x20000 followed by no pixel data: if the loader decoded
-        // first it would fail with a decode error (or allocate 1.2 GB), not TooLarge.
+        // A header claiming 20000x20000 over 8x8 pixels of data: if the loader decoded first
+        // it would fail with a decode error (after allocating 1.2 GB), not TooLarge.
         let png = encode(&DynamicImage::ImageRgb8(gradient(8, 8)), ImageFormat::Png);
-        let mut bomb = png[..33].to_vec(); // signature + IHDR chunk
+        // The PNG decoder reads up to the first IDAT before it reports dimensions, so keep the
+        // (8x8) pixel data after the forged header.
+        let mut bomb = png.clone();
         bomb[16..20].copy_from_slice(&20_000u32.to_be_bytes());
         bomb[20..24].copy_from_slice(&20_000u32.to_be_bytes());
+        let crc = crc32(&bomb[12..29]); // chunk type + data
+        bomb[29..33].copy_from_slice(&crc.to_be_bytes());
         let err = decode_rgb(&bomb, Path::new("bomb.png"), DEFAULT_MAX_PIXELS).unwrap_err();
-        assert!(matches!(err, ImageError::TooLarge { pixels: 400_000_000, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ImageError::TooLarge {
+                    pixels: 400_000_000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains("bomb.png"));
     }
 
@@ -430,7 +472,10 @@ mod tests {
         assert!(matches!(empty, ImageError::Empty { .. }));
         let text = decode_rgb(b"hello, not an image", p, 100).unwrap_err();
         assert!(matches!(text, ImageError::UnknownFormat { .. }));
-        let jpeg = encode(&DynamicImage::ImageRgb8(gradient(64, 64)), ImageFormat::Jpeg);
+        let jpeg = encode(
+            &DynamicImage::ImageRgb8(gradient(64, 64)),
+            ImageFormat::Jpeg,
+        );
         let truncated = decode_rgb(&jpeg[..jpeg.len() / 3], p, DEFAULT_MAX_PIXELS);
         // zune-jpeg fills a truncated scan with grey rather than failing; either outcome is
         // acceptable, a panic or a wrong size is not.
@@ -446,14 +491,21 @@ mod tests {
 
     #[test]
     fn resize_modes_hit_the_target_size() {
-        let png = encode(&DynamicImage::ImageRgb8(gradient(300, 120)), ImageFormat::Png);
+        let png = encode(
+            &DynamicImage::ImageRgb8(gradient(300, 120)),
+            ImageFormat::Png,
+        );
         for mode in [ResizeMode::Squash, ResizeMode::CenterCrop] {
             let loader = ImageLoader::new(64).with_resize(mode);
             let rgb = loader.decode_bytes(&png, Path::new("r")).expect("resize");
             assert_eq!(rgb.dimensions(), (64, 64));
         }
         // Centre crop of a left-half-black, right-half-white image keeps both halves equally.
-        let halves = RgbImage::from_fn(200, 100, |x, _| if x < 100 { Rgb([0; 3]) } else { Rgb([255; 3]) });
+        let halves = RgbImage::from_fn(
+            200,
+            100,
+            |x, _| if x < 100 { Rgb([0; 3]) } else { Rgb([255; 3]) },
+        );
         let png = encode(&DynamicImage::ImageRgb8(halves), ImageFormat::Png);
         let loader = ImageLoader::new(10).with_resize(ResizeMode::CenterCrop);
         let rgb = loader.decode_bytes(&png, Path::new("h")).expect("crop");
@@ -468,7 +520,10 @@ mod tests {
         let hwc = t.to_layout(Layout::Hwc);
         assert_eq!(hwc.shape(), [5, 5, 3]);
         assert_eq!(hwc.to_layout(Layout::Chw), t);
-        let direct = loader.clone().with_layout(Layout::Hwc).normalize(&gradient(5, 5));
+        let direct = loader
+            .clone()
+            .with_layout(Layout::Hwc)
+            .normalize(&gradient(5, 5));
         assert_eq!(direct, hwc);
         // Pixel 0 is (0, 0, 128): red channel is -mean/std.
         assert!((t.data[0] - (-0.485 / 0.229)).abs() < 1e-6);

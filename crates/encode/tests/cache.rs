@@ -21,7 +21,9 @@ fn pooled(i: usize) -> Vec<f32> {
 }
 
 fn spatial(i: usize) -> Vec<f32> {
-    (0..DIM * CELLS).map(|j| -(i as f32) - j as f32 * 0.5).collect()
+    (0..DIM * CELLS)
+        .map(|j| -(i as f32) - j as f32 * 0.5)
+        .collect()
 }
 
 fn write(dir: &Path, ids: std::ops::Range<usize>, shard_size: usize) -> Result<(), CacheError> {
@@ -103,7 +105,9 @@ fn resume_after_a_kill_skips_done_ids_and_cleans_leftovers() -> Result<(), Cache
 fn a_different_encoder_is_refused() -> Result<(), CacheError> {
     let tmp = tempfile::tempdir().expect("tempdir");
     write(tmp.path(), 0..2, 3)?;
-    let err = CacheWriter::open(tmp.path(), meta(false), 3).err().expect("mismatch");
+    let err = CacheWriter::open(tmp.path(), meta(false), 3)
+        .err()
+        .expect("mismatch");
     assert!(matches!(err, CacheError::Mismatch { .. }), "{err}");
     Ok(())
 }

@@ -87,11 +87,16 @@ fn reproduces_pytorch_reference_from_its_input() {
         spatial,
         pooled,
         logits,
-    } = model.model().forward_all(&reference["input"]).expect("forward");
+    } = model
+        .model()
+        .forward_all(&reference["input"])
+        .expect("forward");
     let d_spatial = max_abs_diff(&spatial, &reference["features_7x7"]);
     let d_pooled = max_abs_diff(&pooled, &reference["pooled"]);
     let d_logits = max_abs_diff(&logits, &reference["logits"]);
-    eprintln!("max abs diff: features_7x7 {d_spatial:.2e}, pooled {d_pooled:.2e}, logits {d_logits:.2e}");
+    eprintln!(
+        "max abs diff: features_7x7 {d_spatial:.2e}, pooled {d_pooled:.2e}, logits {d_logits:.2e}"
+    );
     assert!(d_spatial < 1e-3, "features_7x7 differ by {d_spatial}");
     assert!(d_pooled < 1e-3, "pooled differ by {d_pooled}");
     assert!(d_logits < 1e-3, "logits differ by {d_logits}");
@@ -107,7 +112,10 @@ fn reproduces_pytorch_reference_from_its_input() {
 fn encoder_trait_gives_the_same_features_channel_last() {
     let model = load_model();
     let reference = reference();
-    let input = reference["input"].flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("input");
+    let input = reference["input"]
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .expect("input");
     let want = Want {
         spatial: true,
         logits: true,
@@ -169,7 +177,12 @@ fn image_path_reproduces_reference_input_and_top5() {
     let files = first_four_images();
     let names: Vec<_> = files
         .iter()
-        .map(|p| p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string())
+        .map(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string()
+        })
         .collect();
     assert_eq!(
         names,
@@ -202,16 +215,34 @@ fn image_path_reproduces_reference_input_and_top5() {
     // JPEG decoders may differ in IDCT rounding and chroma upsampling by a few 8-bit levels on
     // some pixels; a systematic error (wrong channel order, normalisation, orientation) would be
     // tens of levels everywhere and show in the mean.
-    assert!(d_input <= 8.0 * level, "max diff {d_input} is more than 8 levels");
-    assert!(mean_abs <= 0.5 * level, "mean diff {mean_abs} is more than half a level");
+    assert!(
+        d_input <= 8.0 * level,
+        "max diff {d_input} is more than 8 levels"
+    );
+    assert!(
+        mean_abs <= 0.5 * level,
+        "mean diff {mean_abs} is more than half a level"
+    );
 
     let model = load_model();
     let out = model
-        .encode(&pixels, 4, Want { spatial: false, logits: true })
+        .encode(
+            &pixels,
+            4,
+            Want {
+                spatial: false,
+                logits: true,
+            },
+        )
         .expect("encode");
     let class_names = class_names();
     for (i, want) in reference_top5().into_iter().enumerate() {
         let row = &out.logits.as_ref().expect("logits")[i * 1000..(i + 1) * 1000];
-        assert_eq!(top5_names(row, &class_names), want, "image {i} ({})", names[i]);
+        assert_eq!(
+            top5_names(row, &class_names),
+            want,
+            "image {i} ({})",
+            names[i]
+        );
     }
 }

@@ -50,7 +50,11 @@ fn pth_weights_reproduce_pytorch_on_odd_sizes() {
         .expect("expected outputs");
     let out = model.forward_all(&expected["input"]).expect("forward");
     assert_eq!(out.spatial.dims(), [2, 8, 4, 3]);
-    for (name, ours) in [("spatial", &out.spatial), ("pooled", &out.pooled), ("logits", &out.logits)] {
+    for (name, ours) in [
+        ("spatial", &out.spatial),
+        ("pooled", &out.pooled),
+        ("logits", &out.logits),
+    ] {
         let d = max_abs_diff(ours, &expected[name]);
         assert!(d < 1e-5, "{name} differs by {d}");
     }
@@ -67,6 +71,8 @@ fn missing_tensor_names_the_file() {
         out_channels: 6,
     });
     let vb = load_weights(&data("tiny_lite.pth"), &Device::Cpu).expect("load .pth");
-    let err = EfficientNetLite::new(&cfg, vb).err().expect("block 2 is not in the file");
+    let err = EfficientNetLite::new(&cfg, vb)
+        .err()
+        .expect("block 2 is not in the file");
     assert!(err.to_string().contains("_blocks.2"), "{err}");
 }

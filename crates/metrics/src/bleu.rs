@@ -3,7 +3,7 @@
 //! closest to the candidate's (ties to the shorter), the `1e-15` / `1e-9` smoothing constants,
 //! and a brevity penalty per image and once over the corpus totals.
 
-use crate::words::{lookup, ngram_counts, order, NGram, MAX_N};
+use crate::words::{lookup, order, Cooked, NGram, MAX_N};
 
 const TINY: f64 = 1e-15;
 const SMALL: f64 = 1e-9;
@@ -17,26 +17,27 @@ pub(crate) struct BleuStats {
     pub correct: [usize; MAX_N],
 }
 
-/// Statistics for one candidate against its references (word ids, Python `split()` words).
-pub(crate) fn stats(candidate: &[u32], references: &[Vec<u32>]) -> BleuStats {
-    let mut max_counts: Vec<(NGram, u32)> = Vec::new();
-    for r in references {
-        max_counts.extend(ngram_counts(r));
-    }
-    max_counts.sort_unstable();
+/// Statistics for one candidate against its references, from word counts and n-gram counts
+/// (Python `split()` words) computed once per caption.
+pub(crate) fn stats(candidate: &Cooked, references: &[Cooked]) -> BleuStats {
+    let mut all: Vec<(NGram, u32)> = references
+        .iter()
+        .flat_map(|r| r.counts.iter().copied())
+        .collect();
+    all.sort_unstable();
     // Keep the maximum count of each n-gram over the references.
-    let mut merged: Vec<(NGram, u32)> = Vec::with_capacity(max_counts.len());
-    for (g, c) in max_counts {
+    let mut merged: Vec<(NGram, u32)> = Vec::with_capacity(all.len());
+    for (g, c) in all {
         match merged.last_mut() {
             Some((last, m)) if *last == g => *m = (*m).max(c),
             _ => merged.push((g, c)),
         }
     }
-    let test_len = candidate.len();
+    let test_len = candidate.len;
     // `min((abs(l - testlen), l) for l in reflen)[1]`: closest, ties to the shorter.
     let ref_len = references
         .iter()
-        .map(|r| (r.len().abs_diff(test_len), r.len()))
+        .map(|r| (r.len.abs_diff(test_len), r.len))
         .min()
         .map_or(0, |(_, l)| l);
     let mut guess = [0; MAX_N];
@@ -44,7 +45,7 @@ pub(crate) fn stats(candidate: &[u32], references: &[Vec<u32>]) -> BleuStats {
         *g = test_len.saturating_sub(k);
     }
     let mut correct = [0; MAX_N];
-    for (g, c) in ngram_counts(candidate) {
+    for &(g, c) in &candidate.counts {
         let clip = lookup(&merged, g).unwrap_or(0);
         correct[order(g)] += c.min(clip) as usize;
     }
@@ -106,6 +107,11 @@ pub(crate) fn corpus_score(all: &[BleuStats]) -> [f64; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn stats(c: &[u32], refs: &[Vec<u32>]) -> BleuStats {
+        let refs: Vec<Cooked> = refs.iter().map(|r| Cooked::new(r)).collect();
+        super::stats(&Cooked::new(c), &refs)
+    }
 
     #[test]
     fn identical_is_one() {

@@ -10,7 +10,9 @@
 //! [`CiderD`] is the incremental form: document frequencies fixed once (for example from the
 //! training references, for a reward or for model selection), captions scored one at a time.
 
-use crate::words::{lookup, ngram_counts, order, split_whitespace, FxHashMap, NGram, Vocab, MAX_N};
+use crate::words::{
+    lookup, order, split_spaces, split_whitespace, Cooked, FxHashMap, NGram, Vocab, MAX_N,
+};
 use crate::MetricsError;
 
 const SIGMA: f64 = 6.0;
@@ -47,6 +49,25 @@ impl PreparedRefs {
 }
 
 /// CIDEr-D with fixed document frequencies.
+///
+/// All text is *tokenised* (tokens joined by spaces, as [`crate::tokenizer::tokenize`] returns
+/// it). With document frequencies from the evaluated set's own references, scores equal
+/// pycocoevalcap's `Cider` (that is what [`crate::evaluate`] does); from the training
+/// references, it is the usual CIDEr-D reward of self-critical training.
+///
+/// ```
+/// use captioner_metrics::{tokenizer::tokenize_all, CiderD};
+/// let train: Vec<Vec<String>> = vec![
+///     tokenize_all(&["A dog runs on the grass.", "A brown dog is running."]),
+///     tokenize_all(&["Two children play in a fountain.", "Kids splash in the water."]),
+///     tokenize_all(&["A man rides a bike.", "A cyclist on a road."]),
+/// ];
+/// let cider = CiderD::from_references(&train).unwrap();
+/// let refs = cider.prepare(&train[0]); // once per image
+/// let good = cider.score("a dog runs on the grass", &refs);
+/// let bad = cider.score("a man rides a bike", &refs);
+/// assert!(good > bad);
+/// ```
 #[derive(Clone, Debug)]
 pub struct CiderD {
     vocab: Vocab,
@@ -60,18 +81,31 @@ impl CiderD {
     /// Document frequencies from reference sets: each inner list is one image's *tokenised*
     /// references (see [`crate::tokenizer`]), and an n-gram counts once per image that has it.
     pub fn from_references<S: AsRef<str>>(references: &[Vec<S>]) -> Result<Self, MetricsError> {
+        let mut vocab = Vocab::default();
+        let cooked: Vec<Vec<Cooked>> = references
+            .iter()
+            .map(|refs| {
+                refs.iter()
+                    .map(|r| Cooked::new(&vocab.ids(r.as_ref())))
+                    .collect()
+            })
+            .collect();
+        Self::from_cooked(vocab, &cooked)
+    }
+
+    /// Document frequencies from references already turned into n-gram counts with `vocab`.
+    pub(crate) fn from_cooked(
+        vocab: Vocab,
+        references: &[Vec<Cooked>],
+    ) -> Result<Self, MetricsError> {
         if references.is_empty() {
             return Err(MetricsError::Empty);
         }
-        let mut vocab = Vocab::default();
         let mut doc_freq: FxHashMap<NGram, f64> = FxHashMap::default();
         let mut seen: Vec<NGram> = Vec::new();
         for refs in references {
             seen.clear();
-            for r in refs {
-                let ids = vocab.ids(r.as_ref());
-                seen.extend(ngram_counts(&ids).into_iter().map(|(g, _)| g));
-            }
+            seen.extend(refs.iter().flat_map(|r| r.counts.iter().map(|&(g, _)| g)));
             seen.sort_unstable();
             seen.dedup();
             for &g in &seen {
@@ -91,25 +125,44 @@ impl CiderD {
         self.num_docs
     }
 
-    fn word_ids(&self, text: &str, unseen: &mut FxHashMap<String, u32>) -> Vec<u32> {
-        let base = self.vocab.len() as u32;
+    /// Word ids of Python `split()` words; words outside the vocabulary get ids from `unseen`
+    /// (shared between a candidate and its references so that they still match each other).
+    pub(crate) fn word_ids(&self, text: &str, unseen: &mut FxHashMap<String, u32>) -> Vec<u32> {
         split_whitespace(text)
-            .map(|w| match self.vocab.get(w) {
-                Some(id) => id,
-                None => {
-                    let next = base + 1 + unseen.len() as u32;
-                    *unseen.entry(w.to_owned()).or_insert(next)
-                }
-            })
+            .map(|w| self.id_or_unseen(w, unseen))
             .collect()
     }
 
-    fn vector(&self, words: &[u32]) -> TfIdf {
+    /// Like [`CiderD::word_ids`] for ROUGE-L's `split(" ")` words.
+    pub(crate) fn space_word_ids(
+        &self,
+        text: &str,
+        unseen: &mut FxHashMap<String, u32>,
+    ) -> Vec<u32> {
+        split_spaces(text)
+            .map(|w| self.id_or_unseen(w, unseen))
+            .collect()
+    }
+
+    fn id_or_unseen(&self, w: &str, unseen: &mut FxHashMap<String, u32>) -> u32 {
+        if let Some(id) = self.vocab.get(w) {
+            return id;
+        }
+        if let Some(&id) = unseen.get(w) {
+            return id;
+        }
+        let id = self.vocab.len() as u32 + 1 + unseen.len() as u32;
+        unseen.insert(w.to_owned(), id);
+        id
+    }
+
+    fn vector(&self, cooked: &Cooked) -> TfIdf {
         let mut norms = [0.0; MAX_N];
         let mut length = 0.0;
-        let weights: Vec<(NGram, f64)> = ngram_counts(words)
-            .into_iter()
-            .map(|(g, tf)| {
+        let weights: Vec<(NGram, f64)> = cooked
+            .counts
+            .iter()
+            .map(|&(g, tf)| {
                 let df = self.doc_freq.get(&g).copied().unwrap_or(0.0);
                 let n = order(g);
                 let w = f64::from(tf) * (self.log_docs - df.max(1.0).ln());
@@ -127,30 +180,19 @@ impl CiderD {
         }
     }
 
-    /// Turn one image's tokenised references into vectors for [`CiderD::score`].
-    pub fn prepare<S: AsRef<str>>(&self, references: &[S]) -> PreparedRefs {
-        let mut unseen = FxHashMap::default();
-        let vectors = references
-            .iter()
-            .map(|r| {
-                let ids = self.word_ids(r.as_ref(), &mut unseen);
-                self.vector(&ids)
-            })
-            .collect();
-        PreparedRefs { vectors, unseen }
+    /// Prepared references from n-gram counts computed with this scorer's ids.
+    pub(crate) fn prepare_cooked(&self, references: &[Cooked]) -> PreparedRefs {
+        PreparedRefs {
+            vectors: references.iter().map(|r| self.vector(r)).collect(),
+            unseen: FxHashMap::default(),
+        }
     }
 
-    /// CIDEr-D of one tokenised candidate against prepared references (0 without references).
-    pub fn score(&self, candidate: &str, references: &PreparedRefs) -> f64 {
+    /// CIDEr-D of a cooked candidate (ids consistent with `references`).
+    pub(crate) fn score_cooked(&self, candidate: &Cooked, references: &PreparedRefs) -> f64 {
         if references.vectors.is_empty() {
             return 0.0;
         }
-        let mut unseen = references.unseen.clone();
-        let ids = self.word_ids(candidate, &mut unseen);
-        self.score_ids(&ids, references)
-    }
-
-    fn score_ids(&self, candidate: &[u32], references: &PreparedRefs) -> f64 {
         let hyp = self.vector(candidate);
         let mut total = [0.0; MAX_N];
         for r in &references.vectors {
@@ -161,6 +203,26 @@ impl CiderD {
         }
         let mean = total.iter().sum::<f64>() / MAX_N as f64;
         mean / references.vectors.len() as f64 * 10.0
+    }
+
+    /// Turn one image's tokenised references into vectors for [`CiderD::score`].
+    pub fn prepare<S: AsRef<str>>(&self, references: &[S]) -> PreparedRefs {
+        let mut unseen = FxHashMap::default();
+        let vectors = references
+            .iter()
+            .map(|r| {
+                let ids = self.word_ids(r.as_ref(), &mut unseen);
+                self.vector(&Cooked::new(&ids))
+            })
+            .collect();
+        PreparedRefs { vectors, unseen }
+    }
+
+    /// CIDEr-D of one tokenised candidate against prepared references (0 without references).
+    pub fn score(&self, candidate: &str, references: &PreparedRefs) -> f64 {
+        let mut unseen = references.unseen.clone();
+        let ids = self.word_ids(candidate, &mut unseen);
+        self.score_cooked(&Cooked::new(&ids), references)
     }
 
     /// Convenience: [`CiderD::prepare`] then [`CiderD::score`].

@@ -16,14 +16,15 @@
 //! Every number is checked against fixtures written by pycocoevalcap itself
 //! (`scripts/metrics_fixtures.py`) to 1e-9.
 
-pub mod bleu;
+mod bleu;
 pub mod cider;
-pub mod rouge;
+mod rouge;
 pub mod tokenizer;
 mod words;
 
 pub use cider::{CiderD, PreparedRefs};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 /// Errors from the metrics API. User data never makes the library panic.
@@ -64,7 +65,7 @@ pub struct Scores {
 /// Tokenise raw captions as pycocoevalcap does (references in one tokenizer call, candidates
 /// in another, both in image order) and score them. `references[i]` are the references of the
 /// image whose candidate is `candidates[i]`. An empty candidate is scored (0), not an error.
-pub fn evaluate<R: AsRef<str>, C: AsRef<str>>(
+pub fn evaluate<R: AsRef<str> + Sync, C: AsRef<str> + Sync>(
     references: &[Vec<R>],
     candidates: &[C],
 ) -> Result<Scores, MetricsError> {
@@ -85,7 +86,7 @@ pub fn evaluate<R: AsRef<str>, C: AsRef<str>>(
 
 /// Score captions that are already tokenised (tokens joined by spaces, as
 /// [`tokenizer::tokenize`] returns them).
-pub fn evaluate_tokenized<R: AsRef<str>, C: AsRef<str>>(
+pub fn evaluate_tokenized<R: AsRef<str> + Sync, C: AsRef<str> + Sync>(
     references: &[Vec<R>],
     candidates: &[C],
 ) -> Result<Scores, MetricsError> {
@@ -94,31 +95,40 @@ pub fn evaluate_tokenized<R: AsRef<str>, C: AsRef<str>>(
         references.len(),
         candidates.len(),
     )?;
-    let cider = CiderD::from_references(references)?;
-    // One vocabulary for the BLEU and ROUGE-L word ids; CIDEr-D keeps its own.
+    // Each caption is split and counted once; BLEU and CIDEr-D share the n-gram counts.
     let mut vocab = words::Vocab::default();
-    let mut bleu_stats = Vec::with_capacity(candidates.len());
-    let mut per_image = Vec::with_capacity(candidates.len());
-    for (refs, cand) in references.iter().zip(candidates) {
-        let cand = cand.as_ref();
-        let ref_words: Vec<Vec<u32>> = refs.iter().map(|r| vocab.ids(r.as_ref())).collect();
-        let stats = bleu::stats(&vocab.ids(cand), &ref_words);
-        let ref_spaced: Vec<Vec<u32>> = refs
-            .iter()
-            .map(|r| {
-                words::split_spaces(r.as_ref())
-                    .map(|w| vocab.id(w))
-                    .collect()
-            })
-            .collect();
-        let cand_spaced: Vec<u32> = words::split_spaces(cand).map(|w| vocab.id(w)).collect();
-        per_image.push(MetricScores {
-            bleu: bleu::image_score(&stats),
-            rouge_l: rouge::score(&cand_spaced, &ref_spaced),
-            cider_d: cider.score_against(cand, refs),
-        });
-        bleu_stats.push(stats);
-    }
+    let ids: Vec<Vec<Vec<u32>>> = references
+        .iter()
+        .map(|refs| refs.iter().map(|r| vocab.ids(r.as_ref())).collect())
+        .collect();
+    let cooked: Vec<Vec<words::Cooked>> = ids
+        .par_iter()
+        .map(|refs| refs.iter().map(|r| words::Cooked::new(r)).collect())
+        .collect();
+    let cider = CiderD::from_cooked(vocab, &cooked)?;
+    // Images are independent once the document frequencies are known.
+    let (per_image, bleu_stats): (Vec<MetricScores>, Vec<bleu::BleuStats>) = references
+        .par_iter()
+        .zip(&cooked)
+        .zip(candidates)
+        .map(|((refs, ref_cooked), cand)| {
+            let cand = cand.as_ref();
+            let mut unseen = Default::default();
+            let cand_cooked = words::Cooked::new(&cider.word_ids(cand, &mut unseen));
+            let stats = bleu::stats(&cand_cooked, ref_cooked);
+            let ref_spaced: Vec<Vec<u32>> = refs
+                .iter()
+                .map(|r| cider.space_word_ids(r.as_ref(), &mut unseen))
+                .collect();
+            let cand_spaced = cider.space_word_ids(cand, &mut unseen);
+            let scores = MetricScores {
+                bleu: bleu::image_score(&stats),
+                rouge_l: rouge::score(&cand_spaced, &ref_spaced),
+                cider_d: cider.score_cooked(&cand_cooked, &cider.prepare_cooked(ref_cooked)),
+            };
+            (scores, stats)
+        })
+        .unzip();
     let n = per_image.len() as f64;
     let corpus = MetricScores {
         bleu: bleu::corpus_score(&bleu_stats),

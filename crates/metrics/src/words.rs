@@ -66,7 +66,7 @@ impl Hasher for FxHasher {
 }
 
 pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
-pub(crate) type FxHashMap<K, V> = HashMap<K, V, std::collections::hash_map::RandomState>;
+pub(crate) type FxHashMap<K, V> = HashMap<K, V, FxBuild>;
 
 /// An n-gram (n <= 4) of word ids, one id per 32-bit lane, ids starting at 1 so that the number
 /// of non-zero lanes is n.
@@ -128,6 +128,22 @@ pub(crate) fn ngram_counts(words: &[u32]) -> Vec<(NGram, u32)> {
         }
     }
     out
+}
+
+/// A caption as BLEU and CIDEr-D see it: its number of words and its n-gram counts.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Cooked {
+    pub len: usize,
+    pub counts: Vec<(NGram, u32)>,
+}
+
+impl Cooked {
+    pub(crate) fn new(words: &[u32]) -> Self {
+        Self {
+            len: words.len(),
+            counts: ngram_counts(words),
+        }
+    }
 }
 
 /// Look a key up in a sorted `(key, value)` list.

@@ -101,8 +101,16 @@ pub fn gemm_ref(
         for j in 0..n {
             let mut s = 0f64;
             for p in 0..k {
-                let av = if ta == Trans::No { a[i * k + p] } else { a[p * m + i] };
-                let bv = if tb == Trans::No { b[p * n + j] } else { b[j * k + p] };
+                let av = if ta == Trans::No {
+                    a[i * k + p]
+                } else {
+                    a[p * m + i]
+                };
+                let bv = if tb == Trans::No {
+                    b[p * n + j]
+                } else {
+                    b[j * k + p]
+                };
                 s += av as f64 * bv as f64;
             }
             let prev = if accumulate { c[i * n + j] as f64 } else { 0.0 };
@@ -125,7 +133,8 @@ mod tests {
                     for acc in [false, true] {
                         let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
                         let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
-                        let c0: Vec<f32> = (0..m * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                        let c0: Vec<f32> =
+                            (0..m * n).map(|_| rng.random_range(-1.0..1.0)).collect();
                         let (mut c1, mut c2) = (c0.clone(), c0.clone());
                         gemm(m, n, k, 0.5, &a, ta, &b, tb, &mut c1, acc).unwrap();
                         gemm_ref(m, n, k, 0.5, &a, ta, &b, tb, &mut c2, acc);
@@ -141,7 +150,18 @@ mod tests {
     #[test]
     fn shape_mismatch_is_an_error() {
         let mut c = vec![0.0; 4];
-        let err = gemm(2, 2, 2, 1.0, &[0.0; 3], Trans::No, &[0.0; 4], Trans::No, &mut c, false);
+        let err = gemm(
+            2,
+            2,
+            2,
+            1.0,
+            &[0.0; 3],
+            Trans::No,
+            &[0.0; 4],
+            Trans::No,
+            &mut c,
+            false,
+        );
         assert!(matches!(err, Err(KernelError::Len { what: "gemm a", .. })));
     }
 }

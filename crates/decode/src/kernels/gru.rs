@@ -193,10 +193,57 @@ pub fn gru_forward(
 ) -> Result<(), KernelError> {
     d.validate()?;
     p.check(d)?;
-    let (t_len, b, i_sz, h_sz) = (d.seq_len, d.batch, d.input, d.hidden);
-    let (g, bh) = (3 * h_sz, b * h_sz);
+    let (t_len, b, i_sz, g) = (d.seq_len, d.batch, d.input, 3 * d.hidden);
     check_len("gru x", x.len(), t_len * b * i_sz)?;
     resize(&mut cache.gates, t_len * b * g);
+    for row in cache.gates.chunks_exact_mut(g) {
+        row.copy_from_slice(p.b_ih);
+    }
+    gemm(
+        t_len * b,
+        g,
+        i_sz,
+        1.0,
+        x,
+        Trans::No,
+        p.w_ih,
+        Trans::Yes,
+        &mut cache.gates,
+        true,
+    )?;
+    recurrence(d, p.w_hh, p.b_hh, h0, cache)
+}
+
+/// The recurrent part alone: `x_proj` (`[T, B, 3H]`) is `x W_ih^T + b_ih` for every step,
+/// computed by the caller (e.g. one candle matmul). Used by the candle op.
+pub fn gru_recurrent_forward(
+    d: &SeqDims,
+    w_hh: &[f32],
+    b_hh: &[f32],
+    x_proj: &[f32],
+    h0: Option<&[f32]>,
+    cache: &mut GruCache,
+) -> Result<(), KernelError> {
+    d.validate()?;
+    let g = 3 * d.hidden;
+    check_len("gru w_hh", w_hh.len(), g * d.hidden)?;
+    check_len("gru b_hh", b_hh.len(), g)?;
+    check_len("gru x_proj", x_proj.len(), d.seq_len * d.batch * g)?;
+    cache.gates.clear();
+    cache.gates.extend_from_slice(x_proj);
+    recurrence(d, w_hh, b_hh, h0, cache)
+}
+
+/// Steps through time; `cache.gates` holds the input projections on entry.
+fn recurrence(
+    d: &SeqDims,
+    w_hh: &[f32],
+    b_hh: &[f32],
+    h0: Option<&[f32]>,
+    cache: &mut GruCache,
+) -> Result<(), KernelError> {
+    let (t_len, b, h_sz) = (d.seq_len, d.batch, d.hidden);
+    let (g, bh) = (3 * h_sz, b * h_sz);
     resize(&mut cache.hn, t_len * bh);
     resize(&mut cache.h, (t_len + 1) * bh);
     resize(&mut cache.gh, b * g);
@@ -205,17 +252,24 @@ pub fn gru_forward(
         cache.h[..bh].copy_from_slice(h0);
     }
     cache.dims = Some(*d);
-    for row in cache.gates.chunks_exact_mut(g) {
-        row.copy_from_slice(p.b_ih);
-    }
-    gemm(t_len * b, g, i_sz, 1.0, x, Trans::No, p.w_ih, Trans::Yes, &mut cache.gates, true)?;
     for t in 0..t_len {
         for row in cache.gh.chunks_exact_mut(g) {
-            row.copy_from_slice(p.b_hh);
+            row.copy_from_slice(b_hh);
         }
         let (h_lo, h_hi) = cache.h.split_at_mut((t + 1) * bh);
         let h_prev = &h_lo[t * bh..];
-        gemm(b, g, h_sz, 1.0, h_prev, Trans::No, p.w_hh, Trans::Yes, &mut cache.gh, true)?;
+        gemm(
+            b,
+            g,
+            h_sz,
+            1.0,
+            h_prev,
+            Trans::No,
+            w_hh,
+            Trans::Yes,
+            &mut cache.gh,
+            true,
+        )?;
         gru_cell_fwd(
             h_sz,
             &mut cache.gates[t * b * g..(t + 1) * b * g],
@@ -250,17 +304,79 @@ pub fn gru_backward(
     grads: &mut GruParamGrads,
     inputs: GruInputGrads,
 ) -> Result<(), KernelError> {
+    p.check(d)?;
+    grads.check(d)?;
+    let (tb, i_sz, g) = (d.seq_len * d.batch, d.input, 3 * d.hidden);
+    check_len("gru x", x.len(), tb * i_sz)?;
+    let rec = GruRecurrentGrads {
+        w_hh: &mut *grads.w_hh,
+        b_hh: &mut *grads.b_hh,
+        h0: inputs.h0,
+    };
+    let d_gx = gru_recurrent_backward(d, p.w_hh, cache, d_out, d_h_last, rec)?;
+    gemm(
+        g,
+        i_sz,
+        tb,
+        1.0,
+        d_gx,
+        Trans::Yes,
+        x,
+        Trans::No,
+        grads.w_ih,
+        true,
+    )?;
+    add_col_sums(d_gx, g, grads.b_ih);
+    if let Some(dx) = inputs.x {
+        check_len("gru dx", dx.len(), tb * i_sz)?;
+        gemm(
+            tb,
+            i_sz,
+            g,
+            1.0,
+            d_gx,
+            Trans::No,
+            p.w_ih,
+            Trans::No,
+            dx,
+            false,
+        )?;
+    }
+    Ok(())
+}
+
+/// Gradient outputs of [`gru_recurrent_backward`]: `w_hh`/`b_hh` accumulate, `h0` is overwritten.
+#[derive(Debug)]
+pub struct GruRecurrentGrads<'a> {
+    /// `d weight_hh_l0` (`+=`).
+    pub w_hh: &'a mut [f32],
+    /// `d bias_hh_l0` (`+=`).
+    pub b_hh: &'a mut [f32],
+    /// `d h0`, `[B, H]`.
+    pub h0: Option<&'a mut [f32]>,
+}
+
+/// Backward of [`gru_recurrent_forward`]: returns the gradient w.r.t. `x_proj` (`[T, B, 3H]`,
+/// borrowed from the cache; also the per-row gradient of `b_ih`).
+pub fn gru_recurrent_backward<'c>(
+    d: &SeqDims,
+    w_hh: &[f32],
+    cache: &'c mut GruCache,
+    d_out: &[f32],
+    d_h_last: Option<&[f32]>,
+    grads: GruRecurrentGrads,
+) -> Result<&'c [f32], KernelError> {
     if cache.dims != Some(*d) {
         return Err(KernelError::CacheMismatch {
             cached: format!("{:?}", cache.dims),
             requested: format!("{d:?}"),
         });
     }
-    p.check(d)?;
-    grads.check(d)?;
-    let (t_len, b, i_sz, h_sz) = (d.seq_len, d.batch, d.input, d.hidden);
+    let (t_len, b, h_sz) = (d.seq_len, d.batch, d.hidden);
     let (g, bh) = (3 * h_sz, b * h_sz);
-    check_len("gru x", x.len(), t_len * b * i_sz)?;
+    check_len("gru w_hh", w_hh.len(), g * h_sz)?;
+    check_len("gru dw_hh", grads.w_hh.len(), g * h_sz)?;
+    check_len("gru db_hh", grads.b_hh.len(), g)?;
     check_len("gru d_out", d_out.len(), t_len * bh)?;
     let mut dh = vec![0f32; bh];
     if let Some(v) = d_h_last {
@@ -281,22 +397,38 @@ pub fn gru_backward(
             &mut cache.d_gx[span.clone()],
             &mut cache.d_gh[span.clone()],
         );
-        gemm(b, h_sz, g, 1.0, &cache.d_gh[span], Trans::No, p.w_hh, Trans::No, &mut dh, true)?;
+        gemm(
+            b,
+            h_sz,
+            g,
+            1.0,
+            &cache.d_gh[span],
+            Trans::No,
+            w_hh,
+            Trans::No,
+            &mut dh,
+            true,
+        )?;
     }
     let tb = t_len * b;
-    gemm(g, h_sz, tb, 1.0, &cache.d_gh, Trans::Yes, &cache.h[..tb * h_sz], Trans::No, grads.w_hh, true)?;
-    gemm(g, i_sz, tb, 1.0, &cache.d_gx, Trans::Yes, x, Trans::No, grads.w_ih, true)?;
-    add_col_sums(&cache.d_gx, g, grads.b_ih);
+    gemm(
+        g,
+        h_sz,
+        tb,
+        1.0,
+        &cache.d_gh,
+        Trans::Yes,
+        &cache.h[..tb * h_sz],
+        Trans::No,
+        grads.w_hh,
+        true,
+    )?;
     add_col_sums(&cache.d_gh, g, grads.b_hh);
-    if let Some(dx) = inputs.x {
-        check_len("gru dx", dx.len(), tb * i_sz)?;
-        gemm(tb, i_sz, g, 1.0, &cache.d_gx, Trans::No, p.w_ih, Trans::No, dx, false)?;
-    }
-    if let Some(dh0) = inputs.h0 {
+    if let Some(dh0) = grads.h0 {
         check_len("gru dh0", dh0.len(), bh)?;
         dh0.copy_from_slice(&dh);
     }
-    Ok(())
+    Ok(&cache.d_gx)
 }
 
 /// Reference forward in `f64` straight from the equations; returns `h_1..h_T`.

@@ -236,10 +236,61 @@ pub fn lstm_forward(
 ) -> Result<(), KernelError> {
     d.validate()?;
     p.check(d)?;
-    let (t_len, b, i_sz, h_sz) = (d.seq_len, d.batch, d.input, d.hidden);
-    let (g, bh) = (4 * h_sz, b * h_sz);
+    let (t_len, b, i_sz, g) = (d.seq_len, d.batch, d.input, 4 * d.hidden);
     check_len("lstm x", x.len(), t_len * b * i_sz)?;
     resize(&mut cache.gates, t_len * b * g);
+    // Both biases enter every pre-activation identically, so fold them into one row added once.
+    let bias: Vec<f32> = p.b_ih.iter().zip(p.b_hh).map(|(a, b)| a + b).collect();
+    for row in cache.gates.chunks_exact_mut(g) {
+        row.copy_from_slice(&bias);
+    }
+    gemm(
+        t_len * b,
+        g,
+        i_sz,
+        1.0,
+        x,
+        Trans::No,
+        p.w_ih,
+        Trans::Yes,
+        &mut cache.gates,
+        true,
+    )?;
+    recurrence(d, p.w_hh, h0, c0, cache)
+}
+
+/// The recurrent part alone: `x_proj` (`[T, B, 4H]`) is the input projection of every step
+/// *including both biases*, computed by the caller (e.g. one candle matmul). Used by the candle op.
+pub fn lstm_recurrent_forward(
+    d: &SeqDims,
+    w_hh: &[f32],
+    x_proj: &[f32],
+    h0: Option<&[f32]>,
+    c0: Option<&[f32]>,
+    cache: &mut LstmCache,
+) -> Result<(), KernelError> {
+    d.validate()?;
+    check_len("lstm w_hh", w_hh.len(), 4 * d.hidden * d.hidden)?;
+    check_len(
+        "lstm x_proj",
+        x_proj.len(),
+        d.seq_len * d.batch * 4 * d.hidden,
+    )?;
+    cache.gates.clear();
+    cache.gates.extend_from_slice(x_proj);
+    recurrence(d, w_hh, h0, c0, cache)
+}
+
+/// Steps through time; `cache.gates` holds the input projections on entry.
+fn recurrence(
+    d: &SeqDims,
+    w_hh: &[f32],
+    h0: Option<&[f32]>,
+    c0: Option<&[f32]>,
+    cache: &mut LstmCache,
+) -> Result<(), KernelError> {
+    let (t_len, b, h_sz) = (d.seq_len, d.batch, d.hidden);
+    let (g, bh) = (4 * h_sz, b * h_sz);
     resize(&mut cache.c, (t_len + 1) * bh);
     resize(&mut cache.h, (t_len + 1) * bh);
     resize(&mut cache.tanh_c, t_len * bh);
@@ -252,17 +303,20 @@ pub fn lstm_forward(
         cache.c[..bh].copy_from_slice(c0);
     }
     cache.dims = Some(*d);
-
-    // Both biases enter every pre-activation identically, so fold them into one row added once.
-    let bias: Vec<f32> = p.b_ih.iter().zip(p.b_hh).map(|(a, b)| a + b).collect();
-    for row in cache.gates.chunks_exact_mut(g) {
-        row.copy_from_slice(&bias);
-    }
-    gemm(t_len * b, g, i_sz, 1.0, x, Trans::No, p.w_ih, Trans::Yes, &mut cache.gates, true)?;
-
     for t in 0..t_len {
         let gates = &mut cache.gates[t * b * g..(t + 1) * b * g];
-        gemm(b, g, h_sz, 1.0, &cache.h[t * bh..(t + 1) * bh], Trans::No, p.w_hh, Trans::Yes, gates, true)?;
+        gemm(
+            b,
+            g,
+            h_sz,
+            1.0,
+            &cache.h[t * bh..(t + 1) * bh],
+            Trans::No,
+            w_hh,
+            Trans::Yes,
+            gates,
+            true,
+        )?;
         let (c_lo, c_hi) = cache.c.split_at_mut((t + 1) * bh);
         let h_next = &mut cache.h[(t + 1) * bh..(t + 2) * bh];
         lstm_cell_fwd(
@@ -305,20 +359,87 @@ pub fn lstm_backward(
     grads: &mut LstmParamGrads,
     inputs: LstmInputGrads,
 ) -> Result<(), KernelError> {
-    cache.expect(d)?;
     p.check(d)?;
     grads.check(d)?;
-    let (t_len, b, i_sz, h_sz) = (d.seq_len, d.batch, d.input, d.hidden);
+    let (tb, i_sz, g) = (d.seq_len * d.batch, d.input, 4 * d.hidden);
+    check_len("lstm x", x.len(), tb * i_sz)?;
+    let states = LstmStateGrads {
+        d_h_last,
+        d_c_last,
+        dh0: inputs.h0,
+        dc0: inputs.c0,
+    };
+    let dgs = lstm_recurrent_backward(d, p.w_hh, cache, d_out, states, grads.w_hh)?;
+    gemm(
+        g,
+        i_sz,
+        tb,
+        1.0,
+        dgs,
+        Trans::Yes,
+        x,
+        Trans::No,
+        grads.w_ih,
+        true,
+    )?;
+    add_col_sums(dgs, g, grads.b_ih);
+    add_col_sums(dgs, g, grads.b_hh);
+    if let Some(dx) = inputs.x {
+        check_len("lstm dx", dx.len(), tb * i_sz)?;
+        gemm(
+            tb,
+            i_sz,
+            g,
+            1.0,
+            dgs,
+            Trans::No,
+            p.w_ih,
+            Trans::No,
+            dx,
+            false,
+        )?;
+    }
+    Ok(())
+}
+
+/// State-gradient plumbing of [`lstm_recurrent_backward`]: optional incoming gradients on the
+/// final state, optional outputs (overwritten) for the initial state.
+#[derive(Debug, Default)]
+pub struct LstmStateGrads<'a> {
+    /// Extra gradient on `h_T`, `[B, H]`.
+    pub d_h_last: Option<&'a [f32]>,
+    /// Extra gradient on `c_T`, `[B, H]`.
+    pub d_c_last: Option<&'a [f32]>,
+    /// Output `d h0`, `[B, H]`.
+    pub dh0: Option<&'a mut [f32]>,
+    /// Output `d c0`, `[B, H]`.
+    pub dc0: Option<&'a mut [f32]>,
+}
+
+/// Backward of [`lstm_recurrent_forward`] (and the recurrent half of [`lstm_backward`]):
+/// accumulates `d w_hh` and returns the gradient w.r.t. the input projections `x_proj`
+/// (`[T, B, 4H]`, borrowed from the cache), which is also the gradient of both biases per row.
+pub fn lstm_recurrent_backward<'c>(
+    d: &SeqDims,
+    w_hh: &[f32],
+    cache: &'c mut LstmCache,
+    d_out: &[f32],
+    states: LstmStateGrads,
+    dw_hh: &mut [f32],
+) -> Result<&'c [f32], KernelError> {
+    cache.expect(d)?;
+    let (t_len, b, h_sz) = (d.seq_len, d.batch, d.hidden);
     let (g, bh) = (4 * h_sz, b * h_sz);
-    check_len("lstm x", x.len(), t_len * b * i_sz)?;
+    check_len("lstm w_hh", w_hh.len(), g * h_sz)?;
+    check_len("lstm dw_hh", dw_hh.len(), g * h_sz)?;
     check_len("lstm d_out", d_out.len(), t_len * bh)?;
     let mut dh = vec![0f32; bh];
     let mut dc = vec![0f32; bh];
-    if let Some(v) = d_h_last {
+    if let Some(v) = states.d_h_last {
         check_len("lstm d_h_last", v.len(), bh)?;
         dh.copy_from_slice(v);
     }
-    if let Some(v) = d_c_last {
+    if let Some(v) = states.d_c_last {
         check_len("lstm d_c_last", v.len(), bh)?;
         dc.copy_from_slice(v);
     }
@@ -335,27 +456,41 @@ pub fn lstm_backward(
             &mut dc,
             dg,
         );
-        gemm(b, h_sz, g, 1.0, dg, Trans::No, p.w_hh, Trans::No, &mut dh, false)?;
+        gemm(
+            b,
+            h_sz,
+            g,
+            1.0,
+            dg,
+            Trans::No,
+            w_hh,
+            Trans::No,
+            &mut dh,
+            false,
+        )?;
     }
     let tb = t_len * b;
-    let dgs = &cache.d_gates;
-    gemm(g, h_sz, tb, 1.0, dgs, Trans::Yes, &cache.h[..tb * h_sz], Trans::No, grads.w_hh, true)?;
-    gemm(g, i_sz, tb, 1.0, dgs, Trans::Yes, x, Trans::No, grads.w_ih, true)?;
-    add_col_sums(dgs, g, grads.b_ih);
-    add_col_sums(dgs, g, grads.b_hh);
-    if let Some(dx) = inputs.x {
-        check_len("lstm dx", dx.len(), tb * i_sz)?;
-        gemm(tb, i_sz, g, 1.0, dgs, Trans::No, p.w_ih, Trans::No, dx, false)?;
-    }
-    if let Some(dh0) = inputs.h0 {
+    gemm(
+        g,
+        h_sz,
+        tb,
+        1.0,
+        &cache.d_gates,
+        Trans::Yes,
+        &cache.h[..tb * h_sz],
+        Trans::No,
+        dw_hh,
+        true,
+    )?;
+    if let Some(dh0) = states.dh0 {
         check_len("lstm dh0", dh0.len(), bh)?;
         dh0.copy_from_slice(&dh);
     }
-    if let Some(dc0) = inputs.c0 {
+    if let Some(dc0) = states.dc0 {
         check_len("lstm dc0", dc0.len(), bh)?;
         dc0.copy_from_slice(&dc);
     }
-    Ok(())
+    Ok(&cache.d_gates)
 }
 
 /// Reference forward in `f64`, one step and one gate at a time straight from the LSTM equations.
@@ -389,7 +524,12 @@ pub fn lstm_forward_ref(
                 s
             };
             for j in 0..hs {
-                let (i, f, g, o) = (sig(pre(0, j)), sig(pre(1, j)), pre(2, j).tanh(), sig(pre(3, j)));
+                let (i, f, g, o) = (
+                    sig(pre(0, j)),
+                    sig(pre(1, j)),
+                    pre(2, j).tanh(),
+                    sig(pre(3, j)),
+                );
                 let cv = f * c[bi * hs + j] + i * g;
                 cn[bi * hs + j] = cv;
                 hn[bi * hs + j] = o * cv.tanh();

@@ -49,7 +49,11 @@ pub enum KernelError {
 }
 
 /// Checks a slice length, naming the argument in the error.
-pub(crate) fn check_len(what: &'static str, got: usize, expected: usize) -> Result<(), KernelError> {
+pub(crate) fn check_len(
+    what: &'static str,
+    got: usize,
+    expected: usize,
+) -> Result<(), KernelError> {
     if got == expected {
         Ok(())
     } else {

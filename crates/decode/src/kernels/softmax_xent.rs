@@ -154,13 +154,19 @@ pub fn linear_xent(
     mut grads: Option<XentGrads>,
     ws: &mut XentWorkspace,
 ) -> Result<XentStats, KernelError> {
-    let XentDims { rows: n, dim: d, vocab: v } = *dims;
+    let XentDims {
+        rows: n,
+        dim: d,
+        vocab: v,
+    } = *dims;
     check_len("xent x", x.len(), n * d)?;
     check_len("xent w", w.len(), v * d)?;
     check_len("xent b", b.len(), v)?;
     check_len("xent targets", targets.len(), n)?;
     if !(0.0..1.0).contains(&cfg.label_smoothing) || cfg.chunk_rows == 0 || v == 0 {
-        return Err(KernelError::Invalid(format!("xent config {cfg:?} with vocab {v}")));
+        return Err(KernelError::Invalid(format!(
+            "xent config {cfg:?} with vocab {v}"
+        )));
     }
     if let Some(g) = grads.as_ref() {
         check_len("xent dx", g.x.len(), n * d)?;
@@ -173,7 +179,11 @@ pub fn linear_xent(
             continue;
         }
         if t as usize >= v {
-            return Err(KernelError::Target { row, target: t, vocab: v });
+            return Err(KernelError::Target {
+                row,
+                target: t,
+                vocab: v,
+            });
         }
         ws.rows.push(row);
     }
@@ -184,7 +194,11 @@ pub fn linear_xent(
     if n_valid == 0 {
         return Ok(XentStats::default());
     }
-    let grad_scale = if grads.is_some() { 1.0 / n_valid as f32 } else { 0.0 };
+    let grad_scale = if grads.is_some() {
+        1.0 / n_valid as f32
+    } else {
+        0.0
+    };
     let chunk = cfg.chunk_rows.min(n_valid);
     ws.logits.resize(chunk * v, 0.0);
     ws.xc.resize(chunk * d, 0.0);
@@ -239,15 +253,26 @@ pub fn linear_xent_ref(
     targets: &[u32],
     cfg: &XentConfig,
 ) -> (f64, Vec<f64>, Vec<f64>, Vec<f64>) {
-    let XentDims { rows: n, dim: d, vocab: v } = *dims;
+    let XentDims {
+        rows: n,
+        dim: d,
+        vocab: v,
+    } = *dims;
     let eps = cfg.label_smoothing as f64;
-    let valid: Vec<usize> = (0..n).filter(|&r| Some(targets[r]) != cfg.ignore_index).collect();
+    let valid: Vec<usize> = (0..n)
+        .filter(|&r| Some(targets[r]) != cfg.ignore_index)
+        .collect();
     let nv = valid.len().max(1) as f64;
     let (mut dx, mut dw, mut db) = (vec![0f64; n * d], vec![0f64; v * d], vec![0f64; v]);
     let mut total = 0f64;
     for &r in &valid {
         let logits: Vec<f64> = (0..v)
-            .map(|j| b[j] as f64 + (0..d).map(|k| x[r * d + k] as f64 * w[j * d + k] as f64).sum::<f64>())
+            .map(|j| {
+                b[j] as f64
+                    + (0..d)
+                        .map(|k| x[r * d + k] as f64 * w[j * d + k] as f64)
+                        .sum::<f64>()
+            })
             .collect();
         let mx = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let lse = mx + logits.iter().map(|l| (l - mx).exp()).sum::<f64>().ln();

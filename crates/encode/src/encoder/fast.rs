@@ -16,12 +16,11 @@ impl FastLite0 {
     /// Load from a `.safetensors` file with the original key names (`.pth` is not supported by
     /// the fast loader; use the candle encoder or convert it).
     pub fn load(path: &Path) -> Result<Self, EncodeError> {
-        let model = FastEfficientNetLite0::from_safetensors(path).map_err(|e| {
-            EncodeError::Weights {
+        let model =
+            FastEfficientNetLite0::from_safetensors(path).map_err(|e| EncodeError::Weights {
                 path: path.to_path_buf(),
                 source: candle_core::Error::Msg(e.to_string()),
-            }
-        })?;
+            })?;
         Ok(Self { model })
     }
 }

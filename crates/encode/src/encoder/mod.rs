@@ -290,8 +290,7 @@ pub fn load_weights(path: &Path, device: &Device) -> Result<VarBuilder<'static>,
         VarBuilder::from_pth(path, DType::F32, device).map_err(weights_err)
     } else {
         // Reading (19 MB) rather than mmapping keeps this safe code; it is done once per run.
-        let bytes = std::fs::read(path)
-            .map_err(|e| weights_err(candle_core::Error::wrap(e)))?;
+        let bytes = std::fs::read(path).map_err(|e| weights_err(candle_core::Error::wrap(e)))?;
         VarBuilder::from_buffered_safetensors(bytes, DType::F32, device).map_err(weights_err)
     }
 }
@@ -308,12 +307,11 @@ impl CandleLite0 {
     pub fn load(path: &Path) -> Result<Self, EncodeError> {
         let device = Device::Cpu;
         let vb = load_weights(path, &device)?;
-        let model = EfficientNetLite::new(&Config::lite0(), vb).map_err(|source| {
-            EncodeError::Weights {
+        let model =
+            EfficientNetLite::new(&Config::lite0(), vb).map_err(|source| EncodeError::Weights {
                 path: path.to_path_buf(),
                 source,
-            }
-        })?;
+            })?;
         Ok(Self { model, device })
     }
 

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use super::layers::{ConvBn, Kind, Pad, Spec};
 use super::weights::{linear, Folded, SafetensorsFile, WeightSource};
-use super::{input_from_nchw, pool_and_classify, Act, BufferPool, FastError, FastOutput};
+use super::{
+    in_slices, input_from_nchw, pool_and_classify, Act, BufferPool, FastError, FastOutput,
+};
 use crate::kernels::{Activation, Nhwc};
 
 const BN_EPS: f32 = 1e-3;
@@ -38,7 +40,11 @@ pub struct FastEfficientNetLite0 {
     head: ConvBn,
     fc: Folded,
     pool: BufferPool,
+    sub_batch: usize,
 }
+
+/// Images per internal pass; measured on a 2-core Sapphire Rapids (see `benches/encoders.rs`).
+pub const DEFAULT_SUB_BATCH: usize = 4;
 
 fn spec(
     kind: Kind,
@@ -129,6 +135,7 @@ impl FastEfficientNetLite0 {
             head,
             fc,
             pool: BufferPool::default(),
+            sub_batch: DEFAULT_SUB_BATCH,
         })
     }
 
@@ -144,6 +151,13 @@ impl FastEfficientNetLite0 {
         self.forward_nhwc(&x, s)
     }
 
+    /// Images per internal pass (default [`DEFAULT_SUB_BATCH`]). Large batches run in slices
+    /// this big so each layer's activations stay in cache instead of streaming through DRAM.
+    pub fn with_sub_batch(mut self, images: usize) -> Self {
+        self.sub_batch = images.max(1);
+        self
+    }
+
     /// Runs a normalised NHWC batch.
     pub fn forward_nhwc(&self, input: &[f32], shape: Nhwc) -> Result<FastOutput, FastError> {
         if input.len() != shape.len() || shape.c != 3 {
@@ -152,6 +166,12 @@ impl FastEfficientNetLite0 {
                 input.len()
             )));
         }
+        in_slices(input, shape, self.sub_batch, |x, s| {
+            self.forward_slice(x, s)
+        })
+    }
+
+    fn forward_slice(&self, input: &[f32], shape: Nhwc) -> Result<FastOutput, FastError> {
         let mut x = self.pool.take(shape);
         x.data_mut().copy_from_slice(input);
         let mut x = self.step(x, |x| self.stem.forward(x, None, &self.pool))?;

@@ -10,7 +10,7 @@ pub mod weights;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-pub use efficientnet_lite0::FastEfficientNetLite0;
+pub use efficientnet_lite0::{FastEfficientNetLite0, DEFAULT_SUB_BATCH};
 pub use resnet50::FastResNet50;
 pub use weights::{SafetensorsFile, TensorMap, WeightSource};
 
@@ -175,4 +175,34 @@ pub(crate) fn pool_and_classify(
         pooled,
         logits,
     })
+}
+
+/// Runs `forward` on slices of at most `sub_batch` images and concatenates the outputs, so a big
+/// batch's activations stay in cache; per-image results do not depend on the slicing.
+pub(crate) fn in_slices(
+    input: &[f32],
+    shape: Nhwc,
+    sub_batch: usize,
+    forward: impl Fn(&[f32], Nhwc) -> Result<FastOutput, FastError>,
+) -> Result<FastOutput, FastError> {
+    let sub_batch = sub_batch.max(1);
+    if shape.n <= sub_batch {
+        return forward(input, shape);
+    }
+    let per_image = shape.h * shape.w * shape.c;
+    let mut all: Option<FastOutput> = None;
+    for chunk in input.chunks(per_image * sub_batch) {
+        let s = Nhwc::new(chunk.len() / per_image, shape.h, shape.w, shape.c);
+        let out = forward(chunk, s)?;
+        match &mut all {
+            None => all = Some(out),
+            Some(a) => {
+                a.spatial.extend_from_slice(&out.spatial);
+                a.spatial_shape.n += out.spatial_shape.n;
+                a.pooled.extend_from_slice(&out.pooled);
+                a.logits.extend_from_slice(&out.logits);
+            }
+        }
+    }
+    all.ok_or_else(|| FastError::Input("empty batch".into()))
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::layers::{ConvBn, Kind, Pad, Spec};
 use super::weights::{linear, Folded, SafetensorsFile, SplitMix, TensorMap, WeightSource};
-use super::{input_from_nchw, pool_and_classify, BufferPool, FastError, FastOutput};
+use super::{in_slices, input_from_nchw, pool_and_classify, BufferPool, FastError, FastOutput};
 use crate::kernels::{self, Activation, Conv2dGeom, Nhwc, Padding};
 
 const BN_EPS: f32 = 1e-5;
@@ -29,6 +29,7 @@ pub struct FastResNet50 {
     fc: Folded,
     classes: usize,
     pool: BufferPool,
+    sub_batch: usize,
 }
 
 fn spec(cin: usize, cout: usize, kernel: usize, stride: usize, act: Activation) -> Spec {
@@ -117,6 +118,7 @@ impl FastResNet50 {
             fc,
             classes,
             pool: BufferPool::default(),
+            sub_batch: usize::MAX,
         })
     }
 
@@ -177,6 +179,13 @@ impl FastResNet50 {
         self.forward_nhwc(&x, s)
     }
 
+    /// Images per internal pass (default: the whole batch). See
+    /// [`super::FastEfficientNetLite0::with_sub_batch`].
+    pub fn with_sub_batch(mut self, images: usize) -> Self {
+        self.sub_batch = images.max(1);
+        self
+    }
+
     /// Runs a normalised NHWC batch.
     pub fn forward_nhwc(&self, input: &[f32], shape: Nhwc) -> Result<FastOutput, FastError> {
         if input.len() != shape.len() || shape.c != 3 {
@@ -185,6 +194,12 @@ impl FastResNet50 {
                 input.len()
             )));
         }
+        in_slices(input, shape, self.sub_batch, |x, s| {
+            self.forward_slice(x, s)
+        })
+    }
+
+    fn forward_slice(&self, input: &[f32], shape: Nhwc) -> Result<FastOutput, FastError> {
         let pool = &self.pool;
         let mut x = pool.take(shape);
         x.data_mut().copy_from_slice(input);

@@ -196,15 +196,15 @@ mod avx512 {
             let b = _mm512_maskz_loadu_ps(mask, bias.as_ptr().add(cb));
             let pixel = |ox: usize, checked: bool| -> __m512 {
                 let mut acc = b;
-                for ky in 0..K {
-                    let Some(src) = row_ptr[ky] else { continue };
-                    for kx in 0..K {
+                for (src, wrow) in row_ptr.iter().zip(&w) {
+                    let Some(src) = *src else { continue };
+                    for (kx, &wv) in wrow.iter().enumerate() {
                         let ix = ox * stride + kx;
                         if checked && (ix < pad_l || ix - pad_l >= p.s.w) {
                             continue;
                         }
                         let x = _mm512_maskz_loadu_ps(mask, src.add((ix - pad_l) * c + cb));
-                        acc = _mm512_fmadd_ps(x, w[ky][kx], acc);
+                        acc = _mm512_fmadd_ps(x, wv, acc);
                     }
                 }
                 finish(acc, p.act)

@@ -74,9 +74,9 @@ pub(crate) fn activate(x: &mut [f32], act: Activation) {
 /// the `gemm` crate's own threading (too few rows to split without re-packing `b` per task).
 pub(crate) fn rows_per_task(m: usize, k: usize, threads: usize) -> Option<usize> {
     // The gemm crate re-packs `b` on every call, costing about `k * n`; blocks of a few hundred
-    // rows amortise that to a few percent. Capping by `k` bounds an im2col block to ~1 MiB.
+    // rows amortise that to a few percent. Capping by `k` bounds an im2col block to ~4 MiB.
     const MIN_ROWS: usize = 256;
-    let by_scratch = (256 * 1024 / k.max(1)).max(64);
+    let by_scratch = (1024 * 1024 / k.max(1)).max(64);
     let by_threads = m.div_ceil(threads * 4);
     let rows = by_threads.clamp(MIN_ROWS, 1024).min(by_scratch);
     if threads <= 1 || m < rows * 2 {

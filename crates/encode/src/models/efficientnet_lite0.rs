@@ -204,9 +204,7 @@ pub fn depthwise_conv_same(
                     .narrow(4, 0, 1)?
                     .squeeze(4)?;
             }
-            let tap = taps
-                .narrow(1, ki * kernel + kj, 1)?
-                .reshape((1, c, 1, 1))?;
+            let tap = taps.narrow(1, ki * kernel + kj, 1)?.reshape((1, c, 1, 1))?;
             let term = window.contiguous()?.broadcast_mul(&tap)?;
             acc = Some(match acc {
                 None => term,

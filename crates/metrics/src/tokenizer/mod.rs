@@ -20,6 +20,7 @@ mod rules;
 
 pub use chars::is_python_space;
 
+use rayon::prelude::*;
 use rules::{best_match, Action};
 
 /// The tokens pycocoevalcap deletes after tokenising (`PUNCTUATIONS` in `ptbtokenizer.py`).
@@ -38,8 +39,39 @@ pub fn tokenize(caption: &str) -> String {
 /// lexed as one text, one per line, in this order. The order matters in rare cases because the
 /// lexer looks past a line end (a single letter plus period, `K.`, ends a sentence only when the
 /// next line starts with a capital).
-pub fn tokenize_all<S: AsRef<str>>(captions: &[S]) -> Vec<String> {
-    ptb_lines(captions)
+///
+/// Large inputs are lexed in parallel chunks; each chunk also sees the captions after it up to
+/// the next non-blank one, which is as far as any rule looks past a line end, so the result is
+/// the same as one sequential pass.
+pub fn tokenize_all<S: AsRef<str> + Sync>(captions: &[S]) -> Vec<String> {
+    const CHUNK: usize = 512;
+    if captions.len() <= 2 * CHUNK {
+        return tokenize_lines(captions, 0);
+    }
+    let starts: Vec<usize> = (0..captions.len()).step_by(CHUNK).collect();
+    starts
+        .par_iter()
+        .flat_map_iter(|&start| {
+            let end = (start + CHUNK).min(captions.len());
+            let mut context_end = end;
+            while context_end < captions.len() {
+                context_end += 1;
+                if !captions[context_end - 1].as_ref().trim().is_empty() {
+                    break;
+                }
+            }
+            let mut lines = tokenize_lines(&captions[start..context_end], context_end - end);
+            lines.truncate(end - start);
+            lines
+        })
+        .collect()
+}
+
+/// Tokenise `captions` as one text; the last `context` captions only serve as look-ahead.
+fn tokenize_lines<S: AsRef<str>>(captions: &[S], context: usize) -> Vec<String> {
+    let mut lines = ptb_lines(captions);
+    lines.truncate(captions.len() - context);
+    lines
         .into_iter()
         .map(|tokens| filter_punctuation(&tokens.join(" ")))
         .collect()
@@ -91,7 +123,12 @@ fn ptb_lines<S: AsRef<str>>(captions: &[S]) -> Vec<Vec<String>> {
             continue;
         }
         if let Some(n) = plain_word(&text, i) {
-            lines[line].push(text[i..i + n].iter().collect::<String>().to_lowercase());
+            lines[line].push(
+                text[i..i + n]
+                    .iter()
+                    .map(char::to_ascii_lowercase)
+                    .collect(),
+            );
             i += n;
             continue;
         }

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Issue-5 training-step benchmark: our fused kernels vs PyTorch on the same machine, back to back.
+#
+#   scripts/bench_train.sh [iters] [rounds]
+#
+# Builds crates/decode/benches/train_step.rs, then alternates Rust and PyTorch runs `rounds` times
+# (default 2) so both see the same background load, and prints each model's median over rounds and
+# the ratio ours/PyTorch (< 1 means we are faster). PyTorch comes from $TORCH_PY
+# (default /work/venvs/torch/bin/python), a venv outside the repo; both use 2 threads.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ITERS="${1:-10}"
+ROUNDS="${2:-2}"
+TORCH_PY="${TORCH_PY:-/work/venvs/torch/bin/python}"
+export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}"
+LOG="$(mktemp)"
+trap 'rm -f "$LOG"' EXIT
+
+cargo bench -q -p captioner-decode --bench train_step --no-run 2>/dev/null
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)   cpus: $(nproc)"
+for r in $(seq "$ROUNDS"); do
+  cargo bench -q -p captioner-decode --bench train_step -- "$ITERS" | sed 's/^/ours  /' | tee -a "$LOG"
+  "$TORCH_PY" crates/decode/benches/train_step_torch.py "$ITERS" | sed 's/^/torch /' | tee -a "$LOG"
+done
+echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+python3 - "$LOG" <<'PY'
+import re, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"(ours|torch)\s+(\w+) ms/step: ([0-9.]+)", line)
+    if m:
+        runs.setdefault((m[1], m[2]), []).append(float(m[3]))
+print(f"{'model':<6} {'ours ms/step':>13} {'torch ms/step':>14} {'ratio':>7}")
+for model in ("lstm", "gru"):
+    if ("ours", model) in runs and ("torch", model) in runs:
+        o, t = statistics.median(runs["ours", model]), statistics.median(runs["torch", model])
+        print(f"{model:<6} {o:>13.1f} {t:>14.1f} {o / t:>7.2f}x")
+PY
