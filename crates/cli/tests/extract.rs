@@ -64,6 +64,7 @@ fn folder_extract_skips_broken_files_and_resumes() {
     std::fs::create_dir(&images).expect("mkdir");
     folder_with_broken_images(&images);
     let out_dir = tmp.path().join("features");
+    let weights = weights();
     let args = [
         "extract".as_ref(),
         "--images".as_ref(),
@@ -72,7 +73,7 @@ fn folder_extract_skips_broken_files_and_resumes() {
         out_dir.as_os_str(),
         "--spatial".as_ref(),
         "--weights".as_ref(),
-        weights().as_os_str(),
+        weights.as_os_str(),
         "--batch-size".as_ref(),
         "2".as_ref(),
         "--shard-size".as_ref(),

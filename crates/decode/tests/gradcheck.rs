@@ -352,7 +352,10 @@ fn xent_rejects_bad_targets_and_shapes() {
     ));
 }
 
-fn run_optimizer(opt: &mut dyn Optimizer, reference: &mut dyn FnMut(u32, &mut [f64], &[f64])) {
+/// A reference step: `(step number, params, grads)`.
+type RefStep<'a> = dyn FnMut(u32, &mut [f64], &[f64]) + 'a;
+
+fn run_optimizer(opt: &mut dyn Optimizer, reference: &mut RefStep) {
     let mut rng = ChaCha8Rng::seed_from_u64(10);
     // Longer than one parallel chunk so the split is exercised.
     let n = 70_001;

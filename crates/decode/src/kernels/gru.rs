@@ -444,15 +444,15 @@ pub fn gru_forward_ref(d: &SeqDims, p: &GruParams, x: &[f32], h0: &[f32]) -> Vec
             let hr = &h[bi * hs..(bi + 1) * hs];
             let wi = |r: usize| {
                 let mut s = p.b_ih[r] as f64;
-                for k in 0..is {
-                    s += p.w_ih[r * is + k] as f64 * xr[k] as f64;
+                for (w, v) in p.w_ih[r * is..(r + 1) * is].iter().zip(xr) {
+                    s += *w as f64 * *v as f64;
                 }
                 s
             };
             let wh = |r: usize| {
                 let mut s = p.b_hh[r] as f64;
-                for k in 0..hs {
-                    s += p.w_hh[r * hs + k] as f64 * hr[k];
+                for (w, v) in p.w_hh[r * hs..(r + 1) * hs].iter().zip(hr) {
+                    s += *w as f64 * v;
                 }
                 s
             };

@@ -515,11 +515,14 @@ pub fn lstm_forward_ref(
             let pre = |gate: usize, j: usize| {
                 let r = gate * hs + j;
                 let mut s = p.b_ih[r] as f64 + p.b_hh[r] as f64;
-                for k in 0..is {
-                    s += p.w_ih[r * is + k] as f64 * xr[k] as f64;
+                for (w, v) in p.w_ih[r * is..(r + 1) * is].iter().zip(xr) {
+                    s += *w as f64 * *v as f64;
                 }
-                for k in 0..hs {
-                    s += p.w_hh[r * hs + k] as f64 * h[bi * hs + k];
+                for (w, v) in p.w_hh[r * hs..(r + 1) * hs]
+                    .iter()
+                    .zip(&h[bi * hs..(bi + 1) * hs])
+                {
+                    s += *w as f64 * v;
                 }
                 s
             };

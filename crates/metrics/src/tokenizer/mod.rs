@@ -147,8 +147,8 @@ fn ptb_lines<S: AsRef<str>>(captions: &[S]) -> Vec<Vec<String>> {
 }
 
 /// Fast path: an ASCII letter run followed by a space or line end can only be a `{WORD}` (no
-/// rule matches longer: they all need a character other than a letter), except for `cannot`,
-/// which wins the tie with `{WORD}` and splits.
+/// rule matches longer: they all need a character other than a letter), except for `cannot`
+/// and the assimilations (`gonna`, ...), which win the tie with `{WORD}` and split.
 fn plain_word(text: &[char], i: usize) -> Option<usize> {
     let n = text[i..]
         .iter()
@@ -156,12 +156,17 @@ fn plain_word(text: &[char], i: usize) -> Option<usize> {
         .count();
     let next = text.get(i + n).copied();
     let ends = matches!(next, None | Some(' ') | Some('\n'));
-    let cannot = n == 6
-        && text[i..i + 6]
+    let splits = (n == 5 || n == 6)
+        && ["cannot", "gonna", "gotta", "lemme", "gimme", "wanna"]
             .iter()
-            .map(|c| c.to_ascii_lowercase())
-            .eq("cannot".chars());
-    (n > 0 && ends && !cannot).then_some(n)
+            .any(|w| {
+                w.len() == n
+                    && text[i..i + n]
+                        .iter()
+                        .map(|c| c.to_ascii_lowercase())
+                        .eq(w.chars())
+            });
+    (n > 0 && ends && !splits).then_some(n)
 }
 
 fn apply(action: Action, text: &str) -> Option<String> {

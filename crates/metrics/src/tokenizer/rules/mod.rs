@@ -16,7 +16,7 @@ use abbrev::abbreviation;
 use numbers::{currency, date, frac, frac2, number, phone};
 use symbols::{
     double_quote, entities, misc_symbol, open_single_quote, punctuation, quotes, sgml, skip,
-    subsupnum, twitter, url,
+    smiley, subsupnum, twitter, url,
 };
 use words::{
     apoword, apoword2, cannot, hthing_rule, redaux_ctx, sredaux_rule, sword_sredaux, tbspec,
@@ -130,6 +130,7 @@ const RULES: &[Rule] = &[
     word_dot,
     phone,
     double_quote,
+    smiley,
     twitter,
     punctuation,
     hthing_rule,

@@ -149,29 +149,53 @@ pub(crate) fn url(s: &[char], i: usize) -> Option<Match> {
     m(best, best, Action::Plain)
 }
 
+/// `{EMAIL}` as CoreNLP 3.4.1 has it: a local part, `@`, dotted labels, and a last label
+/// that may hold anything but spaces, brackets and `.,;:` (so `foo@bar.org^` is one token).
 fn email(s: &[char], i: usize) -> usize {
     if !at(s, i, |c| c.is_ascii_alphanumeric()) {
         return 0;
     }
-    let local_ok = |c: char| !url_stop(c) && c != '\u{A0}';
+    let local_ok = |c: char| !url_stop(c) && !matches!(c, '\u{A0}' | '{' | '}');
+    let label_ok = |c: char| !url_stop(c) && !matches!(c, '\u{A0}' | '{' | '}' | '.');
+    let last_ok = |c: char| label_ok(c) && !matches!(c, '[' | ']' | ',' | ';' | ':');
     let r = run(s, i, local_ok);
     let mut best = 0;
     for at_pos in (i + 1..i + r).filter(|&k| s[k] == '@') {
-        let label = |c: char| !url_stop(c) && c != '.' && c != '\u{A0}';
         let mut k = at_pos + 1;
         loop {
-            let l = run(s, k, label);
+            let last = run(s, k, last_ok);
+            if last > 0 {
+                best = best.max(k + last - i);
+            }
+            let l = run(s, k, label_ok);
             if l == 0 || !at(s, k + l, |c| c == '.') {
                 break;
             }
             k += l + 1;
-            let tld = run(s, k, |c| c.is_ascii_alphabetic());
-            if tld >= 2 {
-                best = best.max(k + tld.min(4) - i);
-            }
         }
     }
     best
+}
+
+/// `{SMILEY}`: `:)`, `;-(`, `=D`, with parentheses spelled as in the Treebank.
+pub(crate) fn smiley(s: &[char], i: usize) -> Option<Match> {
+    let mut k = i;
+    if at(s, k, |c| c == '<' || c == '>') {
+        k += 1;
+    }
+    if !at(s, k, |c| matches!(c, ':' | ';' | '=')) {
+        return None;
+    }
+    k += 1;
+    if at(s, k, |c| matches!(c, '-' | 'o' | '*' | '\'')) {
+        k += 1;
+    }
+    let mouth = |c: char| "()DPdpO\\{@|[]".contains(c);
+    if at(s, k, mouth) {
+        m(k + 1 - i, k + 1 - i, Action::SpaceToNbsp)
+    } else {
+        None
+    }
 }
 
 /// `{DBLQUOT}`: `"` opens when a letter, digit or `$` follows, else it closes.
@@ -308,13 +332,9 @@ pub(crate) fn twitter(s: &[char], i: usize) -> Option<Match> {
         return m(n, n, Action::Plain);
     }
     if at(s, i, |c| c == '#' || c == '\u{FF03}') && at(s, i + 1, is_letter) {
-        let r = run(s, i + 2, |c| is_alnum(c) || c == '_');
-        // The tag may not end with an underscore.
-        let mut n = r;
-        while n > 0 && s[i + 1 + n] == '_' {
-            n -= 1;
-        }
-        return m(2 + n, 2 + n, Action::Plain);
+        // CoreNLP 3.4.1 hashtags are letters only: `#tag1` is `#tag` then `1`.
+        let n = 1 + run(s, i + 1, is_letter);
+        return m(n, n, Action::Plain);
     }
     None
 }

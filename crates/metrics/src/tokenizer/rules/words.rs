@@ -40,12 +40,22 @@ pub(super) fn sredaux(s: &[char], i: usize) -> usize {
     }
 }
 
+/// `cannot` and the assimilations `gonna`, `gotta`, `lemme`, `gimme`, `wanna`: split after
+/// their third letter (`can not`, `gon na`); `'tis`, `'twas` after `'t`.
 pub(crate) fn cannot(s: &[char], i: usize) -> Option<Match> {
-    if lit(s, i, "cannot") {
-        m(6, 3, Action::Plain)
-    } else {
-        None
+    for w in ["cannot", "gonna", "gotta", "lemme", "gimme", "wanna"] {
+        if lit(s, i, w) {
+            return m(w.len(), 3, Action::Plain);
+        }
     }
+    if at(s, i, is_apos) && lit(s, i + 1, "t") {
+        for rest in ["is", "was"] {
+            if lit(s, i + 2, rest) {
+                return m(2 + rest.len(), 2, Action::Plain);
+            }
+        }
+    }
+    None
 }
 
 /// `{WORD}/{REDAUX}`: the word in front of `'s`, `'ll`, ...
