@@ -67,6 +67,10 @@ EDGE_CASES = [
     {"refs": ["A U.S. flag near Mr. Smith's house.", "a flag near washington d.c."],
      "candidate": "a u.s.a flag near d.c."},
     {"refs": ["x"], "candidate": "x"},
+    {"refs": ["They're gonna wanna call 555-123-4567 :) now", "A sign: 22 555-123-4567, #tag1 & foo@bar.org"],
+     "candidate": "they 're gon na call 555-123-4567 now ;)"},
+    {"refs": ["Rock 'n' roll in the '90s; 'tis o'clock, y'all!", "K. The end. No. 5 -- ok...", "a (b) [c] {d}"],
+     "candidate": "rock n roll in the 90s"},
 ]
 
 

@@ -89,3 +89,24 @@ fn fast_lite0_odd_input_size() {
     assert_eq!(a.spatial_shape.w, 4);
     assert!(max_abs_diff(&a.logits, &b.logits[..1000]) < 1e-4);
 }
+
+#[test]
+fn fast_lite0_sub_batches_give_the_same_outputs() {
+    // Slices of 3 + 1 images must concatenate to the one-pass result.
+    let dir = model_dir();
+    let weights = dir.join("efficientnet-lite0.safetensors");
+    let whole = FastEfficientNetLite0::from_safetensors(&weights)
+        .unwrap()
+        .with_sub_batch(4);
+    let sliced = FastEfficientNetLite0::from_safetensors(&weights)
+        .unwrap()
+        .with_sub_batch(3);
+    let refs = SafetensorsFile::open(&dir.join("lite0_reference_4imgs.safetensors")).unwrap();
+    let (_, input) = refs.tensor("input").unwrap();
+    let a = whole.forward_nchw(&input, 4, 224, 224).unwrap();
+    let b = sliced.forward_nchw(&input, 4, 224, 224).unwrap();
+    assert_eq!(a.spatial_shape, b.spatial_shape);
+    assert!(max_abs_diff(&a.spatial, &b.spatial) < 1e-5);
+    assert!(max_abs_diff(&a.pooled, &b.pooled) < 1e-5);
+    assert!(max_abs_diff(&a.logits, &b.logits) < 1e-5);
+}

@@ -132,7 +132,8 @@ pub(crate) fn abbreviation(s: &[char], i: usize) -> Option<Match> {
     }
     let n = lit_list(s, i, ABBREVIATIONS_BEFORE_NUMBER);
     if n > 0 && at(s, i + n, |c| c == '.') {
-        let sp = run(s, i + n + 1, is_space);
+        // Before a number, which may start the next line (captions are lexed as one text).
+        let sp = run(s, i + n + 1, is_space_nl);
         if at(s, i + n + 1 + sp, is_digit) {
             best = best.max(n + 1);
         }

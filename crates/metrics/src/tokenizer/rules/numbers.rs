@@ -119,25 +119,84 @@ pub(crate) fn currency(s: &[char], i: usize) -> Option<Match> {
     None
 }
 
-/// `{PHONE}`: American phone numbers.
+/// `{PHONE}` as CoreNLP 3.4.1 has it: `(555) 123-4567`, `555-123-4567`, `22 555-123-4567`,
+/// `555.123.4567`; spaces inside become U+00A0.
 pub(crate) fn phone(s: &[char], i: usize) -> Option<Match> {
-    let digits = |k: usize, n: usize| (0..n).all(|d| at(s, k + d, |c| c.is_ascii_digit()));
-    let sep = |k: usize| at(s, k, |c| matches!(c, '-' | ' ' | '\u{A0}' | '.'));
-    let mut k = i;
-    if at(s, k, |c| c == '(') && digits(k + 1, 3) && at(s, k + 4, |c| c == ')') {
-        k += 5;
-        if at(s, k, |c| c == ' ' || c == '\u{A0}') {
-            k += 1;
+    let digits = |k: usize| run(s, k, |c| c.is_ascii_digit());
+    let sep = |k: usize| at(s, k, |c| matches!(c, '-' | ' ' | '\u{A0}'));
+    let mut best = 0;
+    // The tail `[0-9]{3,4}[- ]?[0-9]{3,5}` from `k`: its longest match end.
+    let tail = |k: usize| -> Option<usize> {
+        let a = digits(k);
+        let mut end = None;
+        for a_len in 3..=a.min(4) {
+            let p = k + a_len;
+            if a_len < a {
+                // More digits follow directly: they can only be the second group.
+                let b = digits(p).min(5);
+                if b >= 3 {
+                    end = end.max(Some(p + b));
+                }
+            } else if sep(p) {
+                let b = digits(p + 1).min(5);
+                if b >= 3 {
+                    end = end.max(Some(p + 1 + b));
+                }
+            }
         }
-    } else if digits(k, 3) && sep(k + 3) {
-        k += 4;
-    } else {
-        return None;
+        end
+    };
+    // `\([0-9]{2,3}\)[ ]?` prefix.
+    if at(s, i, |c| c == '(') {
+        let d = digits(i + 1);
+        if (2..=3).contains(&d) && at(s, i + 1 + d, |c| c == ')') {
+            let mut k = i + 2 + d;
+            if at(s, k, |c| c == ' ' || c == '\u{A0}') {
+                k += 1;
+            }
+            if let Some(e) = tail(k).or_else(|| tail(i + 2 + d)) {
+                best = best.max(e - i);
+            }
+        }
     }
-    if digits(k, 3) && sep(k + 3) && digits(k + 4, 4) {
-        let n = k + 8 - i;
-        m(n, n, Action::SpaceToNbsp)
-    } else {
-        None
+    // `(\+\+?)?([0-9]{2,4}[- ])?[0-9]{2,4}[- ]` prefix.
+    let mut k0 = i;
+    while k0 < i + 2 && at(s, k0, |c| c == '+') {
+        k0 += 1;
     }
+    let g1 = digits(k0);
+    if (2..=4).contains(&g1) && sep(k0 + g1) {
+        let k1 = k0 + g1 + 1;
+        if let Some(e) = tail(k1) {
+            best = best.max(e - i);
+        }
+        let g2 = digits(k1);
+        if (2..=4).contains(&g2) && sep(k1 + g2) {
+            if let Some(e) = tail(k1 + g2 + 1) {
+                best = best.max(e - i);
+            }
+        }
+    }
+    // `((\+\+?)?[0-9]{2,4}\.)?[0-9]{2,4}\.[0-9]{3,4}\.[0-9]{3,5}`.
+    let dotted = |k: usize| -> Option<usize> {
+        let a = digits(k);
+        if !(2..=4).contains(&a) || !at(s, k + a, |c| c == '.') {
+            return None;
+        }
+        let b = digits(k + a + 1);
+        if !(3..=4).contains(&b) || !at(s, k + a + 1 + b, |c| c == '.') {
+            return None;
+        }
+        let c = digits(k + a + b + 2).min(5);
+        (c >= 3).then_some(k + a + b + 2 + c)
+    };
+    if let Some(e) = dotted(k0) {
+        best = best.max(e - i);
+    }
+    if (2..=4).contains(&g1) && at(s, k0 + g1, |c| c == '.') {
+        if let Some(e) = dotted(k0 + g1 + 1) {
+            best = best.max(e - i);
+        }
+    }
+    m(best, best, Action::SpaceToNbsp)
 }

@@ -150,20 +150,19 @@ pub(crate) fn url(s: &[char], i: usize) -> Option<Match> {
 }
 
 /// `{EMAIL}` as CoreNLP 3.4.1 has it: a local part, `@`, dotted labels, and a last label
-/// that may hold anything but spaces, brackets and `.,;:` (so `foo@bar.org^` is one token).
+/// that may hold anything but spaces and `.` (so `foo@bar.org^;` is one token).
 fn email(s: &[char], i: usize) -> usize {
     if !at(s, i, |c| c.is_ascii_alphanumeric()) {
         return 0;
     }
     let local_ok = |c: char| !url_stop(c) && !matches!(c, '\u{A0}' | '{' | '}');
     let label_ok = |c: char| !url_stop(c) && !matches!(c, '\u{A0}' | '{' | '}' | '.');
-    let last_ok = |c: char| label_ok(c) && !matches!(c, '[' | ']' | ',' | ';' | ':');
     let r = run(s, i, local_ok);
     let mut best = 0;
     for at_pos in (i + 1..i + r).filter(|&k| s[k] == '@') {
         let mut k = at_pos + 1;
         loop {
-            let last = run(s, k, last_ok);
+            let last = run(s, k, label_ok);
             if last > 0 {
                 best = best.max(k + last - i);
             }
@@ -191,7 +190,8 @@ pub(crate) fn smiley(s: &[char], i: usize) -> Option<Match> {
         k += 1;
     }
     let mouth = |c: char| "()DPdpO\\{@|[]".contains(c);
-    if at(s, k, mouth) {
+    // Only when no letter or digit follows: `=dog` is `=` and `dog`.
+    if at(s, k, mouth) && at(s, k + 1, |c| !c.is_ascii_alphanumeric()) {
         m(k + 1 - i, k + 1 - i, Action::SpaceToNbsp)
     } else {
         None
@@ -289,6 +289,14 @@ pub(crate) fn punctuation(s: &[char], i: usize) -> Option<Match> {
         '*' => {
             let n = same(|c| c == '*');
             m(n, n, Action::Plain)
+        }
+        '\\' if at(s, i + 1, |c| c == '*') => {
+            // `{ASTS}` also takes escaped asterisks: `\*`, up to three of them.
+            let mut k = i;
+            while k < i + 6 && lit(s, k, "\\*") {
+                k += 2;
+            }
+            m(k - i, k - i, Action::Plain)
         }
         '?' | '!' => {
             let n = same(|c| c == '?' || c == '!');
