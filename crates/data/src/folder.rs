@@ -50,7 +50,7 @@ pub fn parse_jsonl(text: &str, source: &str) -> Result<Vec<JsonlRow>> {
             err
         })?;
         de.end()
-            .map_err(|e| DataError::parse(Location::line(source, line), format!("{e}")))?;
+            .map_err(|e| DataError::parse(Location::line(source, line), e.to_string()))?;
         row.line = line;
         rows.push(row);
     }

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 fn caption() -> impl Strategy<Value = String> {
     // Printable text with the characters that trip parsers: quotes, commas, tabs, `#`, unicode.
-    "[a-zA-Z0-9 ,.\"'#\t!é☕-]{0,40}".prop_map(|s| s)
+    "[a-zA-Z0-9 ,.\"'#\t!é☕-]{0,40}"
 }
 
 fn image_name() -> impl Strategy<Value = String> {
