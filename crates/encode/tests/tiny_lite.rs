@@ -71,8 +71,6 @@ fn missing_tensor_names_the_file() {
         out_channels: 6,
     });
     let vb = load_weights(&data("tiny_lite.pth"), &Device::Cpu).expect("load .pth");
-    let err = EfficientNetLite::new(&cfg, vb)
-        .err()
-        .expect("block 2 is not in the file");
+    let err = EfficientNetLite::new(&cfg, vb).expect_err("block 2 is not in the file");
     assert!(err.to_string().contains("_blocks.2"), "{err}");
 }

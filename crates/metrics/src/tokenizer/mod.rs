@@ -12,8 +12,10 @@
 //! Known limits: pycocoevalcap writes all captions into one file, so a caption containing a
 //! line break other than `\n` (`\r`, U+2028, ...) shifts every later caption onto the wrong image
 //! there; here such characters separate tokens like spaces. The lexer rules are a hand port
-//! checked against the Java tokenizer on all Flickr8k and COCO val2017 captions plus hand-made
-//! cases; rare non-ASCII inputs may still differ (character classes use Rust's Unicode tables).
+//! checked against the Java tokenizer on all Flickr8k and COCO val2017 captions (identical) and
+//! on 4,000 random glued-punctuation strings (8 still differ: an abbreviation glued to a letter,
+//! `Jan.a`, and `1990sA.B.C`); rare non-ASCII inputs may also differ (character classes use
+//! Rust's Unicode tables).
 
 mod chars;
 mod rules;
