@@ -44,8 +44,26 @@ fn unknown_subcommand_fails_with_usage() {
 #[test]
 fn verbose_and_quiet_conflict() {
     let out = captioner()
-        .args(["-v", "-q", "eval", "--help"])
+        .args(["-v", "-q", "train"])
         .output()
         .expect("run captioner");
     assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}
+
+/// Subcommands whose issues have not landed must say so and fail, not pretend to work.
+#[test]
+fn unbuilt_subcommands_say_not_implemented_and_fail() {
+    for sub in ["caption", "train", "serve"] {
+        let out = captioner()
+            .args([sub, "anything"])
+            .output()
+            .expect("run captioner");
+        assert!(!out.status.success(), "`captioner {sub}` succeeded");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("not implemented yet"),
+            "`captioner {sub}` stderr: {stderr}"
+        );
+    }
 }
