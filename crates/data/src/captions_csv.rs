@@ -110,18 +110,7 @@ pub fn dataset_from_rows(
             &row.caption,
         );
         if let Some(split) = row.split {
-            match builder.split_of(index) {
-                Some(previous) if previous != split => {
-                    return Err(DataError::parse(
-                        Location::line(source, row.line),
-                        format!(
-                            "{} was in the {previous} split on an earlier row",
-                            row.image
-                        ),
-                    ));
-                }
-                _ => builder.set_split(index, Some(split)),
-            }
+            builder.assign_split(index, split, Location::line(source, row.line))?;
         }
     }
     Ok(builder.finish(images_dir, source))
@@ -197,9 +186,6 @@ mod tests {
     fn conflicting_splits() {
         let rows = parse_csv(b"image,caption,split\na.jpg,x,train\na.jpg,y,test\n", "c").unwrap();
         let err = dataset_from_rows(&rows, "c", None).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "c:3: a.jpg was in the train split on an earlier row"
-        );
+        assert_eq!(err.to_string(), "c:3: a.jpg is already in the train split");
     }
 }

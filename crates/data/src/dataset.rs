@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{DataError, Location};
 use crate::id::{ImageId, Split};
 
 /// One image and all its reference captions.
@@ -153,8 +154,27 @@ impl Builder {
         }
     }
 
-    pub fn split_of(&self, index: usize) -> Option<Split> {
-        self.images.get(index).and_then(|i| i.split)
+    /// Puts image `index` in `split`; an image listed in two different splits is an error at
+    /// `location`, because silently keeping either would leak test images into training.
+    pub fn assign_split(
+        &mut self,
+        index: usize,
+        split: Split,
+        location: Location,
+    ) -> Result<(), DataError> {
+        match self.images.get_mut(index) {
+            Some(image) => match image.split {
+                Some(previous) if previous != split => Err(DataError::parse(
+                    location,
+                    format!("{} is already in the {previous} split", image.id),
+                )),
+                _ => {
+                    image.split = Some(split);
+                    Ok(())
+                }
+            },
+            None => Ok(()),
+        }
     }
 
     pub fn index_of(&self, id: &ImageId) -> Option<usize> {

@@ -114,15 +114,7 @@ pub fn from_strs(
                 without_captions += 1;
                 continue;
             };
-            if let Some(previous) = builder.split_of(index) {
-                if previous != split {
-                    return Err(DataError::parse(
-                        Location::line(source, line),
-                        format!("{name} is already in the {previous} split"),
-                    ));
-                }
-            }
-            builder.set_split(index, Some(split));
+            builder.assign_split(index, split, Location::line(source, line))?;
         }
     }
     let (dataset, mut report) = builder.finish(images_dir, tokens_source);

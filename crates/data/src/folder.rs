@@ -76,18 +76,7 @@ pub fn dataset_from_jsonl(
             &row.caption,
         );
         if let Some(split) = row.split {
-            match builder.split_of(index) {
-                Some(previous) if previous != split => {
-                    return Err(DataError::parse(
-                        Location::line(source, row.line),
-                        format!(
-                            "{} was in the {previous} split on an earlier line",
-                            row.image
-                        ),
-                    ));
-                }
-                _ => builder.set_split(index, Some(split)),
-            }
+            builder.assign_split(index, split, Location::line(source, row.line))?;
         }
     }
     Ok(builder.finish(images_dir, source))

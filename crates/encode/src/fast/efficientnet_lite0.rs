@@ -160,12 +160,6 @@ impl FastEfficientNetLite0 {
 
     /// Runs a normalised NHWC batch.
     pub fn forward_nhwc(&self, input: &[f32], shape: Nhwc) -> Result<FastOutput, FastError> {
-        if input.len() != shape.len() || shape.c != 3 {
-            return Err(FastError::Input(format!(
-                "{} values for an NHWC batch of shape {shape:?} (3 channels expected)",
-                input.len()
-            )));
-        }
         in_slices(input, shape, self.sub_batch, |x, s| {
             self.forward_slice(x, s)
         })

@@ -177,14 +177,21 @@ pub(crate) fn pool_and_classify(
     })
 }
 
-/// Runs `forward` on slices of at most `sub_batch` images and concatenates the outputs, so a big
-/// batch's activations stay in cache; per-image results do not depend on the slicing.
+/// Checks that `input` is an RGB NHWC batch of `shape`, then runs `forward` on slices of at most
+/// `sub_batch` images and concatenates the outputs, so a big batch's activations stay in cache;
+/// per-image results do not depend on the slicing.
 pub(crate) fn in_slices(
     input: &[f32],
     shape: Nhwc,
     sub_batch: usize,
     forward: impl Fn(&[f32], Nhwc) -> Result<FastOutput, FastError>,
 ) -> Result<FastOutput, FastError> {
+    if input.len() != shape.len() || shape.c != 3 {
+        return Err(FastError::Input(format!(
+            "{} values for an NHWC batch of shape {shape:?} (3 channels expected)",
+            input.len()
+        )));
+    }
     let sub_batch = sub_batch.max(1);
     if shape.n <= sub_batch {
         return forward(input, shape);
