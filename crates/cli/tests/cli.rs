@@ -54,7 +54,7 @@ fn verbose_and_quiet_conflict() {
 /// Subcommands whose issues have not landed must say so and fail, not pretend to work.
 #[test]
 fn unbuilt_subcommands_say_not_implemented_and_fail() {
-    for sub in ["caption", "train", "serve"] {
+    for sub in ["serve"] {
         let out = captioner()
             .args([sub, "anything"])
             .output()

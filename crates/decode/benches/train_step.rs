@@ -6,9 +6,13 @@
 //! - `lstm`: `h0 = Linear(2048, 512)(f)`, `c0 = Linear(2048, 512)(f)`, `LSTM(256, 512)`,
 //!   `Linear(512, 8000)`, cross-entropy.
 //! - `gru`: `h0 = tanh(Linear(2048, 512)(f))`, `GRU(256, 512)`, `Linear(512, 8000)`, cross-entropy.
+//! - `sat` (only when named): the `Sat` decoder (`models::sat`, "Show, Attend and Tell") through
+//!   the `Decoder` trait, over a 7x7 grid of 1,280 features (`[64, 49, 1280]`), embedding,
+//!   hidden and attention 512, dropout 0.5, `alpha_c` 1, batch 64, 20 steps, vocabulary 8,000.
 //!
-//! Run: `cargo bench -p captioner-decode --bench train_step -- [iters]`; prints the median
-//! ms/step and the forward+loss / backward / optimiser split.
+//! Run: `cargo bench -p captioner-decode --bench train_step -- [iters] [lstm] [gru] [sat]`
+//! (no model named: `lstm` and `gru`); prints the median ms/step and the forward+loss /
+//! backward / optimiser split.
 
 use captioner_decode::kernels::gemm::{gemm, Trans};
 use captioner_decode::kernels::gru::*;
@@ -413,6 +417,93 @@ fn candle_lstm(
     Ok(times.map(|mut v| median(&mut v)))
 }
 
+/// One training step of the `Sat` decoder through the `Decoder` trait: zero the gradients,
+/// forward with dropout and backward, one fused Adam step over the flat parameters.
+fn sat_bench(iters: usize) -> Result<(), captioner_decode::DecodeError> {
+    use captioner_decode::models::sat::{Sat, SatConfig};
+    use captioner_decode::{Decoder, Features, ModelDims, PassOptions, TeacherBatch};
+    const P: usize = 49;
+    const SF: usize = 1280;
+    let cfg = SatConfig {
+        embed: 512,
+        hidden: 512,
+        attention: 512,
+        dropout: 0.5,
+        alpha_c: 1.0,
+    };
+    let dims = ModelDims {
+        vocab: V,
+        feature_dim: SF,
+        cells: P,
+    };
+    let mut m = Sat::new(&cfg, dims, 0)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+    let spatial: Vec<f32> = (0..B * P * SF)
+        .map(|_| rng.random_range(0.0..1.0))
+        .collect();
+    let mut pooled = vec![0f32; B * SF];
+    for (m, img) in pooled
+        .chunks_exact_mut(SF)
+        .zip(spatial.chunks_exact(P * SF))
+    {
+        for cell in img.chunks_exact(SF) {
+            for (a, v) in m.iter_mut().zip(cell) {
+                *a += v / P as f32;
+            }
+        }
+    }
+    // Batch-first, as the data loader gives them; all 1,280 targets valid.
+    let inputs: Vec<u32> = (0..B * T).map(|_| rng.random_range(1..V as u32)).collect();
+    let targets: Vec<u32> = (0..B * T).map(|_| rng.random_range(1..V as u32)).collect();
+    let feats = Features {
+        batch: B,
+        dim: SF,
+        pooled: &pooled,
+        spatial: Some(&spatial),
+        cells: P,
+    };
+    let batch = TeacherBatch {
+        batch: B,
+        time: T,
+        inputs: &inputs,
+        targets: &targets,
+    };
+    let opts = PassOptions {
+        label_smoothing: 0.0,
+        train: true,
+    };
+    let mut opt = Adam::new(m.params().len(), AdamConfig::adam(1e-3));
+    let (mut fb, mut ad, mut tot) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last = Default::default();
+    for it in 0..iters + 3 {
+        let t0 = Instant::now();
+        m.params_mut().zero_grads();
+        last = m.forward(&feats, &batch, &opts, true, &mut rng)?;
+        let t1 = Instant::now();
+        let (p, g) = m.params_mut().flat_mut();
+        opt.step(p, g)?;
+        let t2 = Instant::now();
+        if it >= 3 {
+            let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+            fb.push(ms(t0, t1));
+            ad.push(ms(t1, t2));
+            tot.push(ms(t0, t2));
+        }
+    }
+    let last: captioner_decode::PassStats = last;
+    println!(
+        "sat ms/step: {:.1}  (forward+loss+backward {:.1}, adam {:.1}; {} params, {iters} iters; \
+         loss {:.3}, regulariser {:.3})",
+        median(&mut tot),
+        median(&mut fb),
+        median(&mut ad),
+        m.params().len(),
+        last.loss,
+        last.regulariser
+    );
+    Ok(())
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -579,7 +670,7 @@ fn main() -> Result<(), KernelError> {
         .unwrap_or(10);
     let which: Vec<String> = std::env::args()
         .skip(1)
-        .filter(|a| ["lstm", "gru", "candle"].contains(&a.as_str()))
+        .filter(|a| ["lstm", "gru", "sat", "candle"].contains(&a.as_str()))
         .collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let feats: Vec<f32> = (0..B * F).map(|_| rng.random_range(0.0..1.0)).collect();
@@ -620,6 +711,9 @@ fn main() -> Result<(), KernelError> {
             median(&mut totals),
             m.ps.len()
         );
+    }
+    if which.iter().any(|w| w == "sat") {
+        sat_bench(iters).map_err(|e| KernelError::Invalid(e.to_string()))?;
     }
     if which.iter().any(|w| w == "candle") {
         let [f, b, o] = candle_lstm(iters, &feats, &tokens_tm, &targets_tm)

@@ -15,9 +15,17 @@
 //! should use the explicit engine; the ops stay for models whose other layers are easier to
 //! write in candle (the transformer) and as the cross-check of the kernels against autograd.
 
+pub mod bundle;
+pub mod config;
+mod error;
 pub mod kernels;
+pub mod model;
+pub mod models;
 pub mod ops;
 pub mod optim;
 pub mod params;
 
+pub use config::{DecoderConfig, ModelDims};
+pub use error::DecodeError;
 pub use kernels::KernelError;
+pub use model::{DecodeState, Decoder, Features, PassOptions, PassStats, TeacherBatch};

@@ -20,6 +20,39 @@ pub trait Optimizer {
     fn lr(&self) -> f32;
     /// Changes the learning rate (schedules).
     fn set_lr(&mut self, lr: f32);
+    /// A copy of the state (moment buffers, step count), for checkpoints.
+    fn state(&self) -> OptimizerState;
+    /// Restores a state taken by [`Optimizer::state`] from an optimiser of the same kind and size.
+    fn load_state(&mut self, state: OptimizerState) -> Result<(), KernelError>;
+}
+
+/// An optimiser's state: named buffers the size of the parameters, and the steps taken.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OptimizerState {
+    /// Steps taken.
+    pub step: u32,
+    /// Named state buffers (`exp_avg`, `exp_avg_sq`, `square_avg`...); disabled ones are empty.
+    pub buffers: Vec<(String, Vec<f32>)>,
+}
+
+impl OptimizerState {
+    fn restore(&mut self, name: &str, into: &mut Vec<f32>) -> Result<(), KernelError> {
+        let pos = self
+            .buffers
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| KernelError::Invalid(format!("optimizer state has no `{name}`")))?;
+        let (_, buf) = self.buffers.swap_remove(pos);
+        if buf.len() != into.len() {
+            return Err(KernelError::Invalid(format!(
+                "optimizer state `{name}` has {} values, the optimizer {}",
+                buf.len(),
+                into.len()
+            )));
+        }
+        *into = buf;
+        Ok(())
+    }
 }
 
 /// Hyper-parameters of [`Adam`] (`torch.optim.Adam` / `AdamW`).
@@ -153,6 +186,23 @@ impl Optimizer for Adam {
     fn set_lr(&mut self, lr: f32) {
         self.cfg.lr = lr;
     }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState {
+            step: self.step,
+            buffers: vec![
+                ("exp_avg".into(), self.m.clone()),
+                ("exp_avg_sq".into(), self.v.clone()),
+            ],
+        }
+    }
+
+    fn load_state(&mut self, mut state: OptimizerState) -> Result<(), KernelError> {
+        state.restore("exp_avg", &mut self.m)?;
+        state.restore("exp_avg_sq", &mut self.v)?;
+        self.step = state.step;
+        Ok(())
+    }
 }
 
 /// Hyper-parameters of [`RmsProp`] (`torch.optim.RMSprop`: `eps` is added *outside* the square
@@ -261,6 +311,23 @@ impl Optimizer for RmsProp {
     fn set_lr(&mut self, lr: f32) {
         self.cfg.lr = lr;
     }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState {
+            step: 0,
+            buffers: vec![
+                ("square_avg".into(), self.square_avg.clone()),
+                ("grad_avg".into(), self.grad_avg.clone()),
+                ("momentum_buffer".into(), self.momentum_buf.clone()),
+            ],
+        }
+    }
+
+    fn load_state(&mut self, mut state: OptimizerState) -> Result<(), KernelError> {
+        state.restore("square_avg", &mut self.square_avg)?;
+        state.restore("grad_avg", &mut self.grad_avg)?;
+        state.restore("momentum_buffer", &mut self.momentum_buf)
+    }
 }
 
 /// Optional state buffers are empty when disabled; every task then gets an empty slice.
@@ -275,10 +342,13 @@ fn split_optional(v: &mut [f32], n: usize) -> Vec<&mut [f32]> {
 /// `torch.nn.utils.clip_grad_norm_`: scales `grads` so their global L2 norm is at most
 /// `max_norm`; returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
-    let sq: f64 = grads
+    // Chunk sums are added in a fixed order (rayon's own reduction tree depends on work
+    // stealing), so the norm, and a resumed run, is bit-identical from run to run.
+    let partial: Vec<f64> = grads
         .par_chunks(CHUNK)
         .map(|c| c.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>())
-        .sum();
+        .collect();
+    let sq: f64 = partial.iter().sum();
     let norm = sq.sqrt() as f32;
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {

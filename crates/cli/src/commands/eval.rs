@@ -29,7 +29,8 @@ use serde_json::{json, Value};
 #[command(after_help = "Examples:
   captioner eval --annotations coco:captions_val2017.json --results results.json
   captioner eval --annotations flickr8k:data/flickr8k --split test --results results.json --per-image scores.jsonl
-  captioner eval --annotations data/flickr8k/Flickr8k.token.txt --split test --results results.json")]
+  captioner eval --annotations data/flickr8k/Flickr8k.token.txt --split test --results results.json
+  captioner eval --annotations flickr8k:../shared/data/flickr8k --split test --model models/default --features features/flickr8k-lite0 --beam 3 --save-results test-beam3.json")]
 pub struct Args {
     /// Reference captions: a dataset spec (`coco:<captions.json>`, `flickr8k:<dir>`, ...), a COCO
     /// caption JSON file, a Flickr8k folder, or a Flickr8k token file (its folder must hold the
@@ -42,8 +43,30 @@ pub struct Args {
     split: Option<Split>,
 
     /// Captions to score, COCO results format: `[{"image_id": ..., "caption": ...}, ...]`.
+    #[arg(long, value_name = "FILE", required_unless_present = "model", conflicts_with = "model")]
+    results: Option<PathBuf>,
+
+    /// Instead of --results: caption every annotated image (after --split) with this model
+    /// bundle, reading image features from --features.
+    #[arg(long, value_name = "DIR", requires = "features")]
+    model: Option<PathBuf>,
+
+    /// Feature cache (from `captioner extract`, with --spatial for attention decoders) holding
+    /// the annotated images, for --model.
+    #[arg(long, value_name = "DIR")]
+    features: Option<PathBuf>,
+
+    /// Beam width for --model (1 = greedy).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    beam: u16,
+
+    /// Longest caption for --model, in words.
+    #[arg(long, default_value_t = 20)]
+    max_words: usize,
+
+    /// Write the captions --model generated here (COCO results format).
     #[arg(long, value_name = "FILE")]
-    results: PathBuf,
+    save_results: Option<PathBuf>,
 
     /// Where to write the corpus scores as JSON [default: <results>.scores.json].
     #[arg(long, value_name = "FILE")]
@@ -84,7 +107,30 @@ pub fn run(args: Args) -> Result<()> {
             None => bail!("{}: no annotated images", args.annotations),
         }
     }
-    let results = read_results(&args.results)?;
+    let (results, source) = match (&args.results, &args.model) {
+        (Some(path), _) => (read_results(path)?, path.clone()),
+        (None, Some(model)) => {
+            let features = args
+                .features
+                .as_deref()
+                .context("--model needs --features <cache dir>")?;
+            let results = generate_results(model, features, &dataset, &args)?;
+            let source = args
+                .save_results
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!("{}-results.json", model.display())));
+            if let Some(path) = &args.save_results {
+                let entries: Vec<Value> = results
+                    .iter()
+                    .map(|(id, caption)| json!({"image_id": id, "caption": caption}))
+                    .collect();
+                write_file(path, &serde_json::to_string_pretty(&entries)?)?;
+                println!("captions written to {}", path.display());
+            }
+            (results, source)
+        }
+        (None, None) => bail!("give --results <file> or --model <dir>"),
+    };
     let loaded = start.elapsed();
 
     // Pair every result with its image's references, in results order (pycocoevalcap's order).
@@ -100,7 +146,7 @@ pub fn run(args: Args) -> Result<()> {
         let Some(image) = lookup(&index, id) else {
             bail!(
                 "{}: entry {k}: image_id {id} is not in the annotations{}",
-                args.results.display(),
+                source.display(),
                 args.split
                     .map(|s| format!(" (split {s})"))
                     .unwrap_or_default()
@@ -109,7 +155,7 @@ pub fn run(args: Args) -> Result<()> {
         if let Some(first) = seen.insert(image, k) {
             bail!(
                 "{}: entries {first} and {k} both give a caption for image_id {id}; one caption per image is expected",
-                args.results.display()
+                source.display()
             );
         }
         references.push(&dataset.images[image].captions);
@@ -119,7 +165,7 @@ pub fn run(args: Args) -> Result<()> {
         if args.require_all {
             bail!(
                 "{}: {missing} of {} annotated images have no result (--require-all)",
-                args.results.display(),
+                source.display(),
                 dataset.len()
             );
         }
@@ -160,7 +206,7 @@ pub fn run(args: Args) -> Result<()> {
     let output = args
         .output
         .clone()
-        .unwrap_or_else(|| args.results.with_extension("scores.json"));
+        .unwrap_or_else(|| source.with_extension("scores.json"));
     let mut corpus = serde_json::Map::new();
     for (name, v) in METRICS.iter().zip(values(&scores.corpus)) {
         corpus.insert((*name).to_owned(), json!(v));
@@ -198,6 +244,63 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Captions every image of `dataset` with the bundle in `model`, from the cached features.
+fn generate_results(
+    model: &Path,
+    features: &Path,
+    dataset: &captioner_data::Dataset,
+    args: &Args,
+) -> Result<Vec<(ImageId, String)>> {
+    let bundle = captioner_decode::bundle::load(model)
+        .with_context(|| format!("loading model {}", model.display()))?;
+    let cache = captioner_train::open_cache(features)?;
+    if cache.meta().encoder != bundle.config.encoder.name {
+        bail!(
+            "{}: features come from {}, the model was trained on {}",
+            features.display(),
+            cache.meta().encoder,
+            bundle.config.encoder.name
+        );
+    }
+    let ids: Vec<String> = dataset.images.iter().map(|i| i.id.to_string()).collect();
+    let source = captioner_train::FeatureSource::from_ids(
+        &cache,
+        ids,
+        bundle.decoder.needs_spatial(),
+    )?;
+    let strategy = if args.beam <= 1 {
+        captioner_generate::Strategy::Greedy
+    } else {
+        captioner_generate::Strategy::Beam {
+            size: args.beam as usize,
+            length_penalty: captioner_generate::LengthPenalty::None,
+            top_k_hypotheses: 1,
+        }
+    };
+    let config = captioner_generate::GenerateConfig {
+        strategy,
+        max_words: args.max_words.max(1),
+        ..captioner_generate::GenerateConfig::default()
+    };
+    let bar = crate::progress::bar(dataset.len() as u64, "images");
+    bar.set_message(format!("captioning (beam {})", args.beam));
+    let captions = captioner_train::caption_cached(
+        bundle.decoder.as_ref(),
+        &bundle.vocab,
+        &source,
+        &config,
+        50,
+        &mut |n| bar.inc(n as u64),
+    )?;
+    bar.finish_and_clear();
+    Ok(dataset
+        .images
+        .iter()
+        .map(|i| i.id.clone())
+        .zip(captions)
+        .collect())
 }
 
 /// A dataset spec, or a plain path whose kind is guessed from what it is.

@@ -1,0 +1,131 @@
+//! `captioner caption` end to end with the committed default model and the real Lite0 weights.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn shared_data() -> PathBuf {
+    let dir = std::env::var_os("CAPTIONER_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"))
+        });
+    assert!(
+        dir.join("flickr8k/images").is_dir(),
+        "shared data not found at {} (set CAPTIONER_SHARED_DATA)",
+        dir.display()
+    );
+    dir
+}
+
+fn image(name: &str) -> PathBuf {
+    shared_data().join("flickr8k/images").join(name)
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_captioner"))
+        .env("CAPTIONER_SHARED_DATA", shared_data())
+        .env_remove("CAPTIONER_MODEL")
+        .args(args)
+        .output()
+        .expect("run captioner")
+}
+
+#[test]
+fn default_model_captions_an_image_with_plausible_words() {
+    // The girl in the pink dress climbing the stairs: the first image of Flickr8k.
+    let img = image("1000268201_693b08cb0e.jpg");
+    let out = run(&["caption".as_ref(), img.as_os_str()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let caption = stdout.trim();
+    let words: Vec<&str> = caption.split_whitespace().collect();
+    assert!((3..=20).contains(&words.len()), "caption: {caption:?}");
+    assert!(!caption.contains("<unk>") && !caption.contains("<end>"), "{caption:?}");
+    let subject = ["girl", "child", "little", "kid", "boy", "person"];
+    assert!(
+        words.iter().any(|w| subject.contains(w)),
+        "no person in {caption:?}"
+    );
+}
+
+#[test]
+fn bad_files_are_reported_and_the_rest_captioned_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.jpg");
+    std::fs::write(&broken, b"not a jpeg").unwrap();
+    let good = image("1001773457_577c3a7d70.jpg");
+    let out = run(&[
+        "caption".as_ref(),
+        "--format".as_ref(),
+        "jsonl".as_ref(),
+        "--beam".as_ref(),
+        "2".as_ref(),
+        "--num-captions".as_ref(),
+        "2".as_ref(),
+        good.as_os_str(),
+        broken.as_os_str(),
+        dir.path().join("missing.png").as_os_str(),
+    ]);
+    assert!(!out.status.success(), "failures must give a non-zero exit");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("broken.jpg") && stderr.contains("missing.png"), "{stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0]["caption"].as_str().is_some_and(|c| !c.is_empty()));
+    assert_eq!(lines[0]["alternatives"].as_array().map(Vec::len), Some(1));
+    assert!(lines[1]["error"].as_str().is_some());
+    assert!(lines[2]["error"].as_str().is_some());
+
+    let out = run(&["caption".as_ref(), "--format".as_ref(), "csv".as_ref(), good.as_os_str()]);
+    assert!(out.status.success());
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(csv.starts_with("image,caption,log_prob\n"), "{csv}");
+    assert_eq!(csv.lines().count(), 2);
+}
+
+#[test]
+fn a_folder_is_captioned_and_attention_maps_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(images.join("nested")).unwrap();
+    for (name, dst) in [
+        ("1000268201_693b08cb0e.jpg", "a.jpg"),
+        ("1001773457_577c3a7d70.jpg", "nested/b.jpg"),
+    ] {
+        std::fs::copy(image(name), images.join(dst)).unwrap();
+    }
+    std::fs::write(images.join("notes.txt"), "not an image").unwrap();
+    let maps = dir.path().join("maps");
+    let out = run(&[
+        "caption".as_ref(),
+        "--attention".as_ref(),
+        maps.as_os_str(),
+        images.as_os_str(),
+    ]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(stdout.lines().all(|l| l.contains('\t')));
+    for stem in ["a", "b"] {
+        let png = maps.join(format!("{stem}.attention.png"));
+        let img = image::open(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(img.width() >= 224 && img.height() >= 224);
+    }
+}
+
+#[test]
+fn a_missing_model_bundle_is_a_clear_error() {
+    let img = image("1000268201_693b08cb0e.jpg");
+    let out = run(&[
+        "caption".as_ref(),
+        "--model".as_ref(),
+        "/nonexistent/model".as_ref(),
+        img.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/model"), "{stderr}");
+}

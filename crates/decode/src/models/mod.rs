@@ -1,0 +1,6 @@
+//! The four decoder architectures, one per file.
+
+pub mod gru_init;
+pub mod merge_lstm;
+pub mod sat;
+pub mod transformer;

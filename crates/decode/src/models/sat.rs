@@ -1,0 +1,1400 @@
+//! "Show, Attend and Tell" soft-attention LSTM decoder (Xu et al. 2015), after sgrvinod's
+//! `DecoderWithAttention` (a-PyTorch-Tutorial-to-Image-Captioning, `models.py`).
+//!
+//! For spatial features `S` `[B, P, F]`, at every step `t` with previous state `(h, c)`:
+//! - `alpha = softmax_p(full_att(relu(encoder_att(S) + decoder_att(h))))` (`encoder_att(S)` is
+//!   computed once per batch),
+//! - `awe = sigmoid(f_beta(h)) * Σ_p alpha_p S_p`,
+//! - `(h, c) = LSTMCell([embedding(x_t); awe], (h, c))`, `logits = fc(dropout(h))`,
+//!
+//! with `h0 = init_h(mean_p S)`, `c0 = init_c(mean_p S)`. The objective is the mean token
+//! cross-entropy plus the doubly-stochastic penalty
+//! `alpha_c · mean_b Σ_p (1 - Σ_{t valid} alpha_{t,b,p})²` (a step is valid when its target is not
+//! padding). Unlike sgrvinod, rows are not sorted by length: padding targets are masked instead.
+//!
+//! Forward and backward are written out explicitly over time-major buffers kept in the struct:
+//! the embedding half of the LSTM input projection is one GEMM for all steps up front, only the
+//! attention-context half and the recurrent GEMMs run per step, and every weight gradient is one
+//! GEMM over all steps after the backward loop (the per-step pre-activation gradients are kept).
+//! The vocabulary projection of all steps is one fused [`linear_xent`] call.
+
+use crate::config::ModelDims;
+use crate::kernels::act::{multiversion, sigmoid, tanh};
+use crate::kernels::gemm::{gemm, Trans};
+use crate::kernels::softmax_xent::{linear_xent, XentConfig, XentDims, XentGrads, XentWorkspace};
+use crate::kernels::{add_col_sums, KernelError};
+use crate::model::{
+    log_softmax_rows, DecodeState, Decoder, Features, PassOptions, PassStats, TeacherBatch, PAD_ID,
+};
+use crate::params::{ParamId, ParamSet};
+use crate::DecodeError;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Hyper-parameters of [`Sat`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SatConfig {
+    /// Word embedding size.
+    pub embed: usize,
+    /// LSTM state size.
+    pub hidden: usize,
+    /// Attention MLP size.
+    pub attention: usize,
+    /// Dropout before the vocabulary projection.
+    pub dropout: f32,
+    /// Weight of the doubly-stochastic attention regulariser.
+    pub alpha_c: f32,
+}
+
+impl Default for SatConfig {
+    fn default() -> Self {
+        Self {
+            embed: 512,
+            hidden: 512,
+            attention: 512,
+            dropout: 0.5,
+            alpha_c: 1.0,
+        }
+    }
+}
+
+/// All sizes of one model.
+#[derive(Clone, Copy, Debug)]
+struct Sz {
+    v: usize,
+    e: usize,
+    h: usize,
+    a: usize,
+    f: usize,
+    p: usize,
+}
+
+impl Sz {
+    /// Width of the LSTM input `[embedding; awe]`.
+    fn x(&self) -> usize {
+        self.e + self.f
+    }
+}
+
+struct Ids {
+    enc_w: ParamId,
+    enc_b: ParamId,
+    dec_w: ParamId,
+    dec_b: ParamId,
+    full_w: ParamId,
+    full_b: ParamId,
+    emb: ParamId,
+    w_ih: ParamId,
+    w_hh: ParamId,
+    b_ih: ParamId,
+    b_hh: ParamId,
+    init_h_w: ParamId,
+    init_h_b: ParamId,
+    init_c_w: ParamId,
+    init_c_b: ParamId,
+    fb_w: ParamId,
+    fb_b: ParamId,
+    fc_w: ParamId,
+    fc_b: ParamId,
+}
+
+/// Borrowed parameter values.
+struct W<'a> {
+    enc_w: &'a [f32],
+    enc_b: &'a [f32],
+    dec_w: &'a [f32],
+    dec_b: &'a [f32],
+    full_w: &'a [f32],
+    full_b: f32,
+    emb: &'a [f32],
+    w_ih: &'a [f32],
+    w_hh: &'a [f32],
+    b_ih: &'a [f32],
+    b_hh: &'a [f32],
+    init_h_w: &'a [f32],
+    init_h_b: &'a [f32],
+    init_c_w: &'a [f32],
+    init_c_b: &'a [f32],
+    fb_w: &'a [f32],
+    fb_b: &'a [f32],
+    fc_w: &'a [f32],
+    fc_b: &'a [f32],
+}
+
+impl Ids {
+    fn weights<'a>(&self, get: impl Fn(ParamId) -> &'a [f32]) -> W<'a> {
+        W {
+            enc_w: get(self.enc_w),
+            enc_b: get(self.enc_b),
+            dec_w: get(self.dec_w),
+            dec_b: get(self.dec_b),
+            full_w: get(self.full_w),
+            full_b: get(self.full_b).first().copied().unwrap_or(0.0),
+            emb: get(self.emb),
+            w_ih: get(self.w_ih),
+            w_hh: get(self.w_hh),
+            b_ih: get(self.b_ih),
+            b_hh: get(self.b_hh),
+            init_h_w: get(self.init_h_w),
+            init_h_b: get(self.init_h_b),
+            init_c_w: get(self.init_c_w),
+            init_c_b: get(self.init_c_b),
+            fb_w: get(self.fb_w),
+            fb_b: get(self.fb_b),
+            fc_w: get(self.fc_w),
+            fc_b: get(self.fc_b),
+        }
+    }
+}
+
+/// Buffers of one teacher-forced pass, kept between calls (time-major, `N = T*B` rows).
+#[derive(Default)]
+struct Work {
+    inputs: Vec<u32>,
+    targets: Vec<u32>,
+    /// Mean feature per image `[B, F]`.
+    fm: Vec<f32>,
+    /// `encoder_att(S)`, `[B, P, A]`.
+    ea: Vec<f32>,
+    /// LSTM inputs `[N, E+F]`: embedding, then the gated context `awe`.
+    xcat: Vec<f32>,
+    /// LSTM gates `[N, 4H]` (pre-activations, then activations).
+    gates: Vec<f32>,
+    /// Cell states `[T+1, B, H]`.
+    c: Vec<f32>,
+    /// `tanh(c_t)`, `[N, H]`.
+    tanh_c: Vec<f32>,
+    /// Hidden states `[T+1, B, H]`; `h[0] = h0`.
+    h: Vec<f32>,
+    /// `decoder_att(h_t)`, `[N, A]`.
+    da: Vec<f32>,
+    /// Attention weights `[N, P]`.
+    alpha: Vec<f32>,
+    /// Context before the gate `[N, F]`.
+    ctx: Vec<f32>,
+    /// `sigmoid(f_beta(h_t))`, `[N, F]`.
+    gate: Vec<f32>,
+    /// Dropout mask (already scaled by `1/(1-p)`) and dropped outputs, `[N, H]`.
+    mask: Vec<f32>,
+    hd: Vec<f32>,
+    /// `Σ_{t valid} alpha`, `[B, P]`; then the regulariser's gradient per unit alpha.
+    cover: Vec<f32>,
+    // Backward.
+    d_out: Vec<f32>,
+    dgates: Vec<f32>,
+    dgp: Vec<f32>,
+    dda: Vec<f32>,
+    dea: Vec<f32>,
+    dwfa: Vec<f32>,
+    dbfa: Vec<f32>,
+    dalpha: Vec<f32>,
+    dawe: Vec<f32>,
+    dh: Vec<f32>,
+    dc: Vec<f32>,
+    dx: Vec<f32>,
+    xent: XentWorkspace,
+}
+
+fn zeroed(v: &mut Vec<f32>, n: usize) {
+    v.clear();
+    v.resize(n, 0.0);
+}
+
+/// The decoder.
+pub struct Sat {
+    params: ParamSet,
+    dims: ModelDims,
+    cfg: SatConfig,
+    sz: Sz,
+    ids: Ids,
+    work: Work,
+}
+
+impl Sat {
+    /// A decoder with fresh parameters.
+    pub fn new(cfg: &SatConfig, dims: ModelDims, seed: u64) -> Result<Self, DecodeError> {
+        if cfg.embed == 0 || cfg.hidden == 0 || cfg.attention == 0 {
+            return Err(DecodeError::Config(format!(
+                "sat sizes must be positive: {cfg:?}"
+            )));
+        }
+        if !(0.0..1.0).contains(&cfg.dropout) {
+            return Err(DecodeError::Config(format!(
+                "sat dropout {} is outside [0, 1)",
+                cfg.dropout
+            )));
+        }
+        if !(cfg.alpha_c >= 0.0 && cfg.alpha_c.is_finite()) {
+            return Err(DecodeError::Config(format!(
+                "sat alpha_c {} must be finite and >= 0",
+                cfg.alpha_c
+            )));
+        }
+        if dims.cells == 0 || dims.feature_dim == 0 || dims.vocab == 0 {
+            return Err(DecodeError::Config(format!(
+                "sat needs a spatial grid, features and a vocabulary: {dims:?}"
+            )));
+        }
+        let sz = Sz {
+            v: dims.vocab,
+            e: cfg.embed,
+            h: cfg.hidden,
+            a: cfg.attention,
+            f: dims.feature_dim,
+            p: dims.cells,
+        };
+        let (v, e, h, a, f) = (sz.v, sz.e, sz.h, sz.a, sz.f);
+        let mut ps = ParamSet::new();
+        // Registration order and names follow `DecoderWithAttention.state_dict()`.
+        let enc_w = ps.add("attention.encoder_att.weight", &[a, f])?;
+        let enc_b = ps.add("attention.encoder_att.bias", &[a])?;
+        let dec_w = ps.add("attention.decoder_att.weight", &[a, h])?;
+        let dec_b = ps.add("attention.decoder_att.bias", &[a])?;
+        let full_w = ps.add("attention.full_att.weight", &[1, a])?;
+        let full_b = ps.add("attention.full_att.bias", &[1])?;
+        let emb = ps.add("embedding.weight", &[v, e])?;
+        let w_ih = ps.add("decode_step.weight_ih", &[4 * h, e + f])?;
+        let w_hh = ps.add("decode_step.weight_hh", &[4 * h, h])?;
+        let b_ih = ps.add("decode_step.bias_ih", &[4 * h])?;
+        let b_hh = ps.add("decode_step.bias_hh", &[4 * h])?;
+        let init_h_w = ps.add("init_h.weight", &[h, f])?;
+        let init_h_b = ps.add("init_h.bias", &[h])?;
+        let init_c_w = ps.add("init_c.weight", &[h, f])?;
+        let init_c_b = ps.add("init_c.bias", &[h])?;
+        let fb_w = ps.add("f_beta.weight", &[f, h])?;
+        let fb_b = ps.add("f_beta.bias", &[f])?;
+        let fc_w = ps.add("fc.weight", &[v, h])?;
+        let fc_b = ps.add("fc.bias", &[v])?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let k = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
+        // PyTorch defaults (Linear: U(±1/sqrt(fan_in)); LSTMCell: U(±1/sqrt(H))), then
+        // sgrvinod's `init_weights`: embedding and fc.weight U(±0.1), fc.bias 0.
+        for (id, bound) in [
+            (enc_w, k(f)),
+            (enc_b, k(f)),
+            (dec_w, k(h)),
+            (dec_b, k(h)),
+            (full_w, k(a)),
+            (full_b, k(a)),
+            (emb, 0.1),
+            (w_ih, k(h)),
+            (w_hh, k(h)),
+            (b_ih, k(h)),
+            (b_hh, k(h)),
+            (init_h_w, k(f)),
+            (init_h_b, k(f)),
+            (init_c_w, k(f)),
+            (init_c_b, k(f)),
+            (fb_w, k(h)),
+            (fb_b, k(h)),
+        ] {
+            ps.init_uniform(id, bound, &mut rng);
+        }
+        ps.init_uniform(fc_w, 0.1, &mut rng);
+        let ids = Ids {
+            enc_w,
+            enc_b,
+            dec_w,
+            dec_b,
+            full_w,
+            full_b,
+            emb,
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+            init_h_w,
+            init_h_b,
+            init_c_w,
+            init_c_b,
+            fb_w,
+            fb_b,
+            fc_w,
+            fc_b,
+        };
+        Ok(Self {
+            params: ps,
+            dims,
+            cfg: cfg.clone(),
+            sz,
+            ids,
+            work: Work::default(),
+        })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &SatConfig {
+        &self.cfg
+    }
+
+    /// Checks the features against the model and returns the spatial grid.
+    fn check_feats<'f>(&self, feats: &Features<'f>) -> Result<&'f [f32], DecodeError> {
+        feats.validate()?;
+        let s = feats.require_spatial("sat")?;
+        if feats.dim != self.sz.f || feats.cells != self.sz.p || feats.batch == 0 {
+            return Err(DecodeError::Shape(format!(
+                "sat was built for {} cells of {} features, got {} images of {}x{}",
+                self.sz.p, self.sz.f, feats.batch, feats.cells, feats.dim
+            )));
+        }
+        Ok(s)
+    }
+}
+
+/// `encoder_att(S)`, the mean feature per image and `(h0, c0)` for `nb` images.
+#[allow(clippy::too_many_arguments)]
+fn encode(
+    sz: &Sz,
+    w: &W,
+    s: &[f32],
+    nb: usize,
+    ea: &mut Vec<f32>,
+    fm: &mut Vec<f32>,
+    h0: &mut [f32],
+    c0: &mut [f32],
+) -> Result<(), KernelError> {
+    let (p, f, a, h) = (sz.p, sz.f, sz.a, sz.h);
+    zeroed(ea, nb * p * a);
+    for row in ea.chunks_exact_mut(a) {
+        row.copy_from_slice(w.enc_b);
+    }
+    gemm(
+        nb * p,
+        a,
+        f,
+        1.0,
+        s,
+        Trans::No,
+        w.enc_w,
+        Trans::Yes,
+        ea,
+        true,
+    )?;
+    zeroed(fm, nb * f);
+    let inv = 1.0 / p as f32;
+    for (m, img) in fm.chunks_exact_mut(f).zip(s.chunks_exact(p * f)) {
+        for cell in img.chunks_exact(f) {
+            axpy(m, inv, cell);
+        }
+    }
+    for (out, wt, b) in [(h0, w.init_h_w, w.init_h_b), (c0, w.init_c_w, w.init_c_b)] {
+        for row in out.chunks_exact_mut(h) {
+            row.copy_from_slice(b);
+        }
+        gemm(nb, h, f, 1.0, fm, Trans::No, wt, Trans::Yes, out, true)?;
+    }
+    Ok(())
+}
+
+/// A matrix inside a buffer: element `(i, j)` at `data[off + i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    off: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl Mat<'_> {
+    fn check(&self, what: &str, rows: usize, cols: usize) -> Result<(), KernelError> {
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let last = (rows - 1)
+            .checked_mul(self.rs)
+            .and_then(|r| (cols - 1).checked_mul(self.cs).map(|c| (r, c)))
+            .and_then(|(r, c)| r.checked_add(c))
+            .and_then(|x| x.checked_add(self.off));
+        match last {
+            Some(l) if l < self.data.len() && self.rs <= isize::MAX as usize => Ok(()),
+            _ => Err(KernelError::Invalid(format!(
+                "{what}: a {rows}x{cols} view (offset {}, strides {}, {}) does not fit {} values",
+                self.off,
+                self.rs,
+                self.cs,
+                self.data.len()
+            ))),
+        }
+    }
+}
+
+/// `c = (accumulate ? c : 0) + alpha · a · b` for strided views `a` (`[m, k]`) and `b`
+/// (`[k, n]`) and a contiguous row-major `c` (`[m, n]`). Lets the two column blocks of
+/// `decode_step.weight_ih` (`[4H, E+F]`) be used without copying them apart.
+#[allow(clippy::too_many_arguments)]
+fn gemm_view(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: Mat,
+    b: Mat,
+    c: &mut [f32],
+    accumulate: bool,
+) -> Result<(), KernelError> {
+    a.check("gemm_view a", m, k)?;
+    b.check("gemm_view b", k, n)?;
+    crate::kernels::check_len("gemm_view c", c.len(), m * n)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
+        return Ok(());
+    }
+    // SAFETY: `check` proved that every element the views address, `off + i*rs + j*cs` for
+    // `i < rows`, `j < cols`, lies inside its slice, and `c` holds exactly `m*n` values addressed
+    // with row stride `n`. `c` is a unique borrow, so it aliases neither `a` nor `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr().add(a.off),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(b.off),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+    Ok(())
+}
+
+const LANES: usize = 16;
+
+multiversion! {
+    /// `Σ_i relu(e_i + d_i) · w_i`.
+    fn relu_dot(e: &[f32], d: &[f32], w: &[f32]) -> f32 {
+        let n = e.len();
+        let (d, w) = (&d[..n], &w[..n]);
+        let mut acc = [0f32; LANES];
+        let mut ec = e.chunks_exact(LANES);
+        let mut dc = d.chunks_exact(LANES);
+        let mut wc = w.chunks_exact(LANES);
+        for ((e, d), w) in (&mut ec).zip(&mut dc).zip(&mut wc) {
+            for k in 0..LANES {
+                acc[k] += (e[k] + d[k]).max(0.0) * w[k];
+            }
+        }
+        let mut s: f32 = acc.iter().sum();
+        for ((e, d), w) in ec.remainder().iter().zip(dc.remainder()).zip(wc.remainder()) {
+            s += (e + d).max(0.0) * w;
+        }
+        s
+    }
+}
+
+multiversion! {
+    /// `Σ_i a_i b_i`.
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let b = &b[..a.len()];
+        let mut acc = [0f32; LANES];
+        let mut ac = a.chunks_exact(LANES);
+        let mut bc = b.chunks_exact(LANES);
+        for (a, b) in (&mut ac).zip(&mut bc) {
+            for k in 0..LANES {
+                acc[k] += a[k] * b[k];
+            }
+        }
+        let mut s: f32 = acc.iter().sum();
+        for (a, b) in ac.remainder().iter().zip(bc.remainder()) {
+            s += a * b;
+        }
+        s
+    }
+}
+
+multiversion! {
+    /// `y += alpha · x`.
+    fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+        let x = &x[..y.len()];
+        for (y, x) in y.iter_mut().zip(x) {
+            *y += alpha * x;
+        }
+    }
+}
+
+multiversion! {
+    /// Backward of `relu_dot` for one cell with score gradient `ds`: accumulates into the
+    /// gradients of `e`, `d` and `w`.
+    fn relu_dot_bwd(e: &[f32], d: &[f32], w: &[f32], ds: f32, de: &mut [f32], dd: &mut [f32], dw: &mut [f32]) {
+        let n = e.len();
+        let (d, w, de, dd, dw) = (&d[..n], &w[..n], &mut de[..n], &mut dd[..n], &mut dw[..n]);
+        for i in 0..n {
+            let z = e[i] + d[i];
+            let on = if z > 0.0 { 1.0 } else { 0.0 };
+            let g = ds * w[i] * on;
+            de[i] += g;
+            dd[i] += g;
+            dw[i] += ds * z * on;
+        }
+    }
+}
+
+multiversion! {
+    /// `gate <- sigmoid(gate)`, `awe = gate · ctx`.
+    fn gate_fwd(gate: &mut [f32], ctx: &[f32], awe: &mut [f32]) {
+        let n = gate.len();
+        let (ctx, awe) = (&ctx[..n], &mut awe[..n]);
+        for j in 0..n {
+            let g = sigmoid(gate[j]);
+            gate[j] = g;
+            awe[j] = g * ctx[j];
+        }
+    }
+}
+
+multiversion! {
+    /// Backward of [`gate_fwd`]: `dawe` (in) becomes `d ctx`; `dgp` gets the gradient of the
+    /// gate's pre-activation.
+    fn gate_bwd(dawe: &mut [f32], gate: &[f32], ctx: &[f32], dgp: &mut [f32]) {
+        let n = dawe.len();
+        let (gate, ctx, dgp) = (&gate[..n], &ctx[..n], &mut dgp[..n]);
+        for j in 0..n {
+            let g = gate[j];
+            dgp[j] = dawe[j] * ctx[j] * g * (1.0 - g);
+            dawe[j] *= g;
+        }
+    }
+}
+
+/// Attention of one row: `alpha` over the `P` cells from `ea` (`[P, A]`) and `da` (`[A]`), and
+/// the context `Σ_p alpha_p S_p` into `ctx`.
+fn attend_row(
+    sz: &Sz,
+    w: &W,
+    ea: &[f32],
+    da: &[f32],
+    s: &[f32],
+    alpha: &mut [f32],
+    ctx: &mut [f32],
+) {
+    let (a, f) = (sz.a, sz.f);
+    for (al, e) in alpha.iter_mut().zip(ea.chunks_exact(a)) {
+        *al = w.full_b + relu_dot(e, da, w.full_w);
+    }
+    let mx = alpha.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in alpha.iter_mut() {
+        *v = (*v - mx).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in alpha.iter_mut() {
+        *v *= inv;
+    }
+    ctx.fill(0.0);
+    for (&al, cell) in alpha.iter().zip(s.chunks_exact(f)) {
+        axpy(ctx, al, cell);
+    }
+}
+
+multiversion! {
+    /// LSTM gate math (`i, f, g, o`) of one step for all rows; `gates` holds pre-activations.
+    fn cell_fwd(hidden: usize, gates: &mut [f32], c_prev: &[f32], c: &mut [f32], tanh_c: &mut [f32], h: &mut [f32]) {
+        let rows = gates.chunks_exact_mut(4 * hidden).zip(c_prev.chunks_exact(hidden));
+        let outs = c
+            .chunks_exact_mut(hidden)
+            .zip(tanh_c.chunks_exact_mut(hidden))
+            .zip(h.chunks_exact_mut(hidden));
+        for ((g, cp), ((c, tc), h)) in rows.zip(outs) {
+            let (gi, rest) = g.split_at_mut(hidden);
+            let (gf, rest) = rest.split_at_mut(hidden);
+            let (gg, go) = rest.split_at_mut(hidden);
+            let (go, cp, c, tc, h) = (
+                &mut go[..hidden],
+                &cp[..hidden],
+                &mut c[..hidden],
+                &mut tc[..hidden],
+                &mut h[..hidden],
+            );
+            for j in 0..hidden {
+                let i = sigmoid(gi[j]);
+                let f = sigmoid(gf[j]);
+                let gv = tanh(gg[j]);
+                let o = sigmoid(go[j]);
+                let cv = f * cp[j] + i * gv;
+                let t = tanh(cv);
+                gi[j] = i;
+                gf[j] = f;
+                gg[j] = gv;
+                go[j] = o;
+                c[j] = cv;
+                tc[j] = t;
+                h[j] = o * t;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Backward of [`cell_fwd`]: `dh` is the whole gradient reaching `h_t`, `dc` the one reaching
+    /// `c_t` from later steps (replaced by the gradient for `c_{t-1}`); `dg` gets the
+    /// pre-activation gate gradients.
+    fn cell_bwd(hidden: usize, gates: &[f32], c_prev: &[f32], tanh_c: &[f32], dh: &[f32], dc: &mut [f32], dg: &mut [f32]) {
+        let it = gates
+            .chunks_exact(4 * hidden)
+            .zip(dg.chunks_exact_mut(4 * hidden))
+            .zip(c_prev.chunks_exact(hidden).zip(tanh_c.chunks_exact(hidden)))
+            .zip(dh.chunks_exact(hidden).zip(dc.chunks_exact_mut(hidden)));
+        for (((g, d), (cp, tc)), (dh, dc)) in it {
+            let (gi, rest) = g.split_at(hidden);
+            let (gf, rest) = rest.split_at(hidden);
+            let (gg, go) = rest.split_at(hidden);
+            let (di, rest) = d.split_at_mut(hidden);
+            let (df, rest) = rest.split_at_mut(hidden);
+            let (dgg, dgo) = rest.split_at_mut(hidden);
+            let (go, dgo, cp, tc, dh, dc) = (
+                &go[..hidden],
+                &mut dgo[..hidden],
+                &cp[..hidden],
+                &tc[..hidden],
+                &dh[..hidden],
+                &mut dc[..hidden],
+            );
+            for j in 0..hidden {
+                let (i, f, gv, o, t) = (gi[j], gf[j], gg[j], go[j], tc[j]);
+                let dhv = dh[j];
+                let dcv = dc[j] + dhv * o * (1.0 - t * t);
+                di[j] = dcv * gv * i * (1.0 - i);
+                df[j] = dcv * cp[j] * f * (1.0 - f);
+                dgg[j] = dcv * i * (1.0 - gv * gv);
+                dgo[j] = dhv * t * o * (1.0 - o);
+                dc[j] = dcv * f;
+            }
+        }
+    }
+}
+
+/// `decode_step.weight_ih` `[4H, E+F]` as `op(b)` for the LSTM input `[rows, E or F]` product:
+/// the transposed embedding block (`embed == true`) or context block.
+fn w_in_t<'a>(w_ih: &'a [f32], sz: &Sz, embed: bool) -> Mat<'a> {
+    Mat {
+        data: w_ih,
+        off: if embed { 0 } else { sz.e },
+        rs: 1,
+        cs: sz.x(),
+    }
+}
+
+/// The same blocks untransposed (`[4H, E or F]`), for the gradient of the inputs.
+fn w_in<'a>(w_ih: &'a [f32], sz: &Sz, embed: bool) -> Mat<'a> {
+    Mat {
+        data: w_ih,
+        off: if embed { 0 } else { sz.e },
+        rs: sz.x(),
+        cs: 1,
+    }
+}
+
+impl Decoder for Sat {
+    fn kind(&self) -> &'static str {
+        "sat"
+    }
+    fn vocab_size(&self) -> usize {
+        self.dims.vocab
+    }
+    fn needs_spatial(&self) -> bool {
+        true
+    }
+    fn has_attention(&self) -> bool {
+        true
+    }
+    fn params(&self) -> &ParamSet {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut ParamSet {
+        &mut self.params
+    }
+
+    fn forward(
+        &mut self,
+        feats: &Features,
+        batch: &TeacherBatch,
+        opts: &PassOptions,
+        grads: bool,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<PassStats, DecodeError> {
+        let s = self.check_feats(feats)?;
+        batch.validate(self.sz.v)?;
+        if batch.batch != feats.batch {
+            return Err(DecodeError::Shape(format!(
+                "{} captions for {} images",
+                batch.batch, feats.batch
+            )));
+        }
+        let sz = self.sz;
+        let (e, h, a, f, p, xw) = (sz.e, sz.h, sz.a, sz.f, sz.p, sz.x());
+        let (b, t_len) = (batch.batch, batch.time);
+        let n = b * t_len;
+        let (bh, g4) = (b * h, 4 * h);
+        let alpha_c = self.cfg.alpha_c;
+        let dropout = if opts.train { self.cfg.dropout } else { 0.0 };
+        let Sat {
+            params, ids, work, ..
+        } = self;
+        let wk = work;
+        let (vals, mut gv) = params.split();
+        let w = ids.weights(|id| vals.get(id));
+
+        // Time-major tokens.
+        wk.inputs.clear();
+        wk.targets.clear();
+        for t in 0..t_len {
+            for r in 0..b {
+                wk.inputs.push(batch.inputs[r * t_len + t]);
+                wk.targets.push(batch.targets[r * t_len + t]);
+            }
+        }
+
+        // Per-batch precomputation.
+        zeroed(&mut wk.h, (t_len + 1) * bh);
+        zeroed(&mut wk.c, (t_len + 1) * bh);
+        encode(
+            &sz,
+            &w,
+            s,
+            b,
+            &mut wk.ea,
+            &mut wk.fm,
+            &mut wk.h[..bh],
+            &mut wk.c[..bh],
+        )?;
+        zeroed(&mut wk.xcat, n * xw);
+        for (row, &tok) in wk.xcat.chunks_exact_mut(xw).zip(&wk.inputs) {
+            let tok = tok as usize;
+            row[..e].copy_from_slice(&w.emb[tok * e..(tok + 1) * e]);
+        }
+        zeroed(&mut wk.gates, n * g4);
+        for row in wk.gates.chunks_exact_mut(g4) {
+            for ((o, x), y) in row.iter_mut().zip(w.b_ih).zip(w.b_hh) {
+                *o = x + y;
+            }
+        }
+        let xe = Mat {
+            data: &wk.xcat,
+            off: 0,
+            rs: xw,
+            cs: 1,
+        };
+        gemm_view(
+            n,
+            g4,
+            e,
+            1.0,
+            xe,
+            w_in_t(w.w_ih, &sz, true),
+            &mut wk.gates,
+            true,
+        )?;
+        zeroed(&mut wk.tanh_c, n * h);
+        zeroed(&mut wk.da, n * a);
+        zeroed(&mut wk.alpha, n * p);
+        zeroed(&mut wk.ctx, n * f);
+        zeroed(&mut wk.gate, n * f);
+
+        // Recurrence.
+        for t in 0..t_len {
+            let hp = &wk.h[t * bh..(t + 1) * bh];
+            let da = &mut wk.da[t * b * a..(t + 1) * b * a];
+            for row in da.chunks_exact_mut(a) {
+                row.copy_from_slice(w.dec_b);
+            }
+            gemm(b, a, h, 1.0, hp, Trans::No, w.dec_w, Trans::Yes, da, true)?;
+            let gate = &mut wk.gate[t * b * f..(t + 1) * b * f];
+            for row in gate.chunks_exact_mut(f) {
+                row.copy_from_slice(w.fb_b);
+            }
+            gemm(b, f, h, 1.0, hp, Trans::No, w.fb_w, Trans::Yes, gate, true)?;
+            let da = &wk.da[t * b * a..(t + 1) * b * a];
+            let ea = &wk.ea;
+            let wr = &w;
+            wk.alpha[t * b * p..(t + 1) * b * p]
+                .par_chunks_mut(p)
+                .zip(wk.ctx[t * b * f..(t + 1) * b * f].par_chunks_mut(f))
+                .zip(gate.par_chunks_mut(f))
+                .zip(wk.xcat[t * b * xw..(t + 1) * b * xw].par_chunks_mut(xw))
+                .enumerate()
+                .for_each(|(r, (((al, ctx), gt), x))| {
+                    attend_row(
+                        &sz,
+                        wr,
+                        &ea[r * p * a..(r + 1) * p * a],
+                        &da[r * a..(r + 1) * a],
+                        &s[r * p * f..(r + 1) * p * f],
+                        al,
+                        ctx,
+                    );
+                    gate_fwd(gt, ctx, &mut x[e..]);
+                });
+            let gates = &mut wk.gates[t * b * g4..(t + 1) * b * g4];
+            let awe = Mat {
+                data: &wk.xcat,
+                off: t * b * xw + e,
+                rs: xw,
+                cs: 1,
+            };
+            gemm_view(b, g4, f, 1.0, awe, w_in_t(w.w_ih, &sz, false), gates, true)?;
+            gemm(
+                b,
+                g4,
+                h,
+                1.0,
+                hp,
+                Trans::No,
+                w.w_hh,
+                Trans::Yes,
+                gates,
+                true,
+            )?;
+            let (c_lo, c_hi) = wk.c.split_at_mut((t + 1) * bh);
+            let (_, h_hi) = wk.h.split_at_mut((t + 1) * bh);
+            cell_fwd(
+                h,
+                gates,
+                &c_lo[t * bh..],
+                &mut c_hi[..bh],
+                &mut wk.tanh_c[t * bh..(t + 1) * bh],
+                &mut h_hi[..bh],
+            );
+        }
+
+        // Doubly-stochastic regulariser over the valid steps.
+        zeroed(&mut wk.cover, b * p);
+        for (i, (al, &tg)) in wk.alpha.chunks_exact(p).zip(&wk.targets).enumerate() {
+            if tg != PAD_ID {
+                let r = i % b;
+                axpy(&mut wk.cover[r * p..(r + 1) * p], 1.0, al);
+            }
+        }
+        let reg_sum: f64 = wk
+            .cover
+            .iter()
+            .map(|&c| (1.0 - c as f64) * (1.0 - c as f64))
+            .sum();
+        let regulariser = (alpha_c as f64 * reg_sum / b as f64) as f32;
+
+        // Dropout and the fused vocabulary loss.
+        let use_mask = dropout > 0.0;
+        if use_mask {
+            let scale = 1.0 / (1.0 - dropout);
+            zeroed(&mut wk.mask, n * h);
+            for m in wk.mask.iter_mut() {
+                *m = if rng.random::<f32>() < dropout {
+                    0.0
+                } else {
+                    scale
+                };
+            }
+            zeroed(&mut wk.hd, n * h);
+            for ((o, x), m) in wk.hd.iter_mut().zip(&wk.h[bh..]).zip(&wk.mask) {
+                *o = x * m;
+            }
+        }
+        let out: &[f32] = if use_mask { &wk.hd } else { &wk.h[bh..] };
+        let xdims = XentDims {
+            rows: n,
+            dim: h,
+            vocab: sz.v,
+        };
+        let xcfg = XentConfig {
+            label_smoothing: opts.label_smoothing,
+            ignore_index: Some(PAD_ID),
+            ..XentConfig::default()
+        };
+        if !grads {
+            let st = linear_xent(
+                &xdims,
+                out,
+                w.fc_w,
+                w.fc_b,
+                &wk.targets,
+                &xcfg,
+                None,
+                &mut wk.xent,
+            )?;
+            return Ok(PassStats {
+                loss: st.loss,
+                regulariser,
+                tokens: st.n_valid,
+            });
+        }
+        zeroed(&mut wk.d_out, n * h);
+        let st = linear_xent(
+            &xdims,
+            out,
+            w.fc_w,
+            w.fc_b,
+            &wk.targets,
+            &xcfg,
+            Some(XentGrads {
+                x: &mut wk.d_out,
+                w: gv.take(ids.fc_w)?,
+                b: gv.take(ids.fc_b)?,
+            }),
+            &mut wk.xent,
+        )?;
+        if use_mask {
+            for (d, m) in wk.d_out.iter_mut().zip(&wk.mask) {
+                *d *= m;
+            }
+        }
+        // d regulariser / d alpha_{t,b,p} for a valid step.
+        let k = 2.0 * alpha_c / b as f32;
+        for c in wk.cover.iter_mut() {
+            *c = k * (*c - 1.0);
+        }
+
+        // Backward through time.
+        zeroed(&mut wk.dgates, n * g4);
+        zeroed(&mut wk.dgp, n * f);
+        zeroed(&mut wk.dda, n * a);
+        zeroed(&mut wk.dea, b * p * a);
+        zeroed(&mut wk.dwfa, b * a);
+        zeroed(&mut wk.dbfa, b);
+        zeroed(&mut wk.dalpha, b * p);
+        zeroed(&mut wk.dawe, b * f);
+        zeroed(&mut wk.dh, bh);
+        zeroed(&mut wk.dc, bh);
+        for t in (0..t_len).rev() {
+            // Whole gradient on h_{t+1}: from the loss and from step t+1.
+            for (d, o) in wk.dh.iter_mut().zip(&wk.d_out[t * bh..(t + 1) * bh]) {
+                *d += o;
+            }
+            let dg = &mut wk.dgates[t * b * g4..(t + 1) * b * g4];
+            cell_bwd(
+                h,
+                &wk.gates[t * b * g4..(t + 1) * b * g4],
+                &wk.c[t * bh..(t + 1) * bh],
+                &wk.tanh_c[t * bh..(t + 1) * bh],
+                &wk.dh,
+                &mut wk.dc,
+                dg,
+            );
+            let dg = &wk.dgates[t * b * g4..(t + 1) * b * g4];
+            gemm(
+                b,
+                h,
+                g4,
+                1.0,
+                dg,
+                Trans::No,
+                w.w_hh,
+                Trans::No,
+                &mut wk.dh,
+                false,
+            )?;
+            let dgm = Mat {
+                data: dg,
+                off: 0,
+                rs: g4,
+                cs: 1,
+            };
+            gemm_view(
+                b,
+                f,
+                g4,
+                1.0,
+                dgm,
+                w_in(w.w_ih, &sz, false),
+                &mut wk.dawe,
+                false,
+            )?;
+            let (gate, ctx) = (
+                &wk.gate[t * b * f..(t + 1) * b * f],
+                &wk.ctx[t * b * f..(t + 1) * b * f],
+            );
+            let alpha = &wk.alpha[t * b * p..(t + 1) * b * p];
+            let da = &wk.da[t * b * a..(t + 1) * b * a];
+            let (ea, cover, targets) = (&wk.ea, &wk.cover, &wk.targets[t * b..(t + 1) * b]);
+            let wr = &w;
+            wk.dawe
+                .par_chunks_mut(f)
+                .zip(wk.dgp[t * b * f..(t + 1) * b * f].par_chunks_mut(f))
+                .zip(wk.dda[t * b * a..(t + 1) * b * a].par_chunks_mut(a))
+                .zip(wk.dea.par_chunks_mut(p * a))
+                .zip(wk.dwfa.par_chunks_mut(a))
+                .zip(wk.dbfa.par_iter_mut())
+                .zip(wk.dalpha.par_chunks_mut(p))
+                .enumerate()
+                .for_each(|(r, ((((((dawe, dgp), dda), dea), dwfa), dbfa), dal))| {
+                    let valid = targets[r] != PAD_ID;
+                    gate_bwd(
+                        dawe,
+                        &gate[r * f..(r + 1) * f],
+                        &ctx[r * f..(r + 1) * f],
+                        dgp,
+                    );
+                    let srow = &s[r * p * f..(r + 1) * p * f];
+                    let al = &alpha[r * p..(r + 1) * p];
+                    for (q, (d, cell)) in dal.iter_mut().zip(srow.chunks_exact(f)).enumerate() {
+                        *d = dot(dawe, cell) + if valid { cover[r * p + q] } else { 0.0 };
+                    }
+                    let mean: f32 = al.iter().zip(dal.iter()).map(|(x, y)| x * y).sum();
+                    let ear = &ea[r * p * a..(r + 1) * p * a];
+                    let dar = &da[r * a..(r + 1) * a];
+                    for q in 0..p {
+                        let ds = al[q] * (dal[q] - mean);
+                        *dbfa += ds;
+                        relu_dot_bwd(
+                            &ear[q * a..(q + 1) * a],
+                            dar,
+                            wr.full_w,
+                            ds,
+                            &mut dea[q * a..(q + 1) * a],
+                            dda,
+                            dwfa,
+                        );
+                    }
+                });
+            let dgp = &wk.dgp[t * b * f..(t + 1) * b * f];
+            gemm(
+                b,
+                h,
+                f,
+                1.0,
+                dgp,
+                Trans::No,
+                w.fb_w,
+                Trans::No,
+                &mut wk.dh,
+                true,
+            )?;
+            let dda = &wk.dda[t * b * a..(t + 1) * b * a];
+            gemm(
+                b,
+                h,
+                a,
+                1.0,
+                dda,
+                Trans::No,
+                w.dec_w,
+                Trans::No,
+                &mut wk.dh,
+                true,
+            )?;
+        }
+
+        // Weight gradients, one GEMM each over all steps.
+        let h_prev = &wk.h[..n * h];
+        {
+            let gw = gv.take(ids.w_hh)?;
+            gemm(
+                g4,
+                h,
+                n,
+                1.0,
+                &wk.dgates,
+                Trans::Yes,
+                h_prev,
+                Trans::No,
+                gw,
+                true,
+            )?;
+            let gw = gv.take(ids.w_ih)?;
+            gemm(
+                g4,
+                xw,
+                n,
+                1.0,
+                &wk.dgates,
+                Trans::Yes,
+                &wk.xcat,
+                Trans::No,
+                gw,
+                true,
+            )?;
+            add_col_sums(&wk.dgates, g4, gv.take(ids.b_ih)?);
+            add_col_sums(&wk.dgates, g4, gv.take(ids.b_hh)?);
+            let gw = gv.take(ids.fb_w)?;
+            gemm(
+                f,
+                h,
+                n,
+                1.0,
+                &wk.dgp,
+                Trans::Yes,
+                h_prev,
+                Trans::No,
+                gw,
+                true,
+            )?;
+            add_col_sums(&wk.dgp, f, gv.take(ids.fb_b)?);
+            let gw = gv.take(ids.dec_w)?;
+            gemm(
+                a,
+                h,
+                n,
+                1.0,
+                &wk.dda,
+                Trans::Yes,
+                h_prev,
+                Trans::No,
+                gw,
+                true,
+            )?;
+            add_col_sums(&wk.dda, a, gv.take(ids.dec_b)?);
+            let gw = gv.take(ids.enc_w)?;
+            gemm(
+                a,
+                f,
+                b * p,
+                1.0,
+                &wk.dea,
+                Trans::Yes,
+                s,
+                Trans::No,
+                gw,
+                true,
+            )?;
+            add_col_sums(&wk.dea, a, gv.take(ids.enc_b)?);
+            add_col_sums(&wk.dwfa, a, gv.take(ids.full_w)?);
+            gv.take(ids.full_b)?[0] += wk.dbfa.iter().sum::<f32>();
+            for (dst, gsrc, bsrc) in [
+                (ids.init_h_w, ids.init_h_b, &wk.dh),
+                (ids.init_c_w, ids.init_c_b, &wk.dc),
+            ] {
+                let gw = gv.take(dst)?;
+                gemm(h, f, b, 1.0, bsrc, Trans::Yes, &wk.fm, Trans::No, gw, true)?;
+                add_col_sums(bsrc, h, gv.take(gsrc)?);
+            }
+        }
+        zeroed(&mut wk.dx, n * e);
+        let dgm = Mat {
+            data: &wk.dgates,
+            off: 0,
+            rs: g4,
+            cs: 1,
+        };
+        gemm_view(
+            n,
+            e,
+            g4,
+            1.0,
+            dgm,
+            w_in(w.w_ih, &sz, true),
+            &mut wk.dx,
+            false,
+        )?;
+        let d_emb = gv.take(ids.emb)?;
+        for (src, &tok) in wk.dx.chunks_exact(e).zip(&wk.inputs) {
+            let tok = tok as usize;
+            axpy(&mut d_emb[tok * e..(tok + 1) * e], 1.0, src);
+        }
+        Ok(PassStats {
+            loss: st.loss,
+            regulariser,
+            tokens: st.n_valid,
+        })
+    }
+
+    fn start<'s>(&'s self, feats: &Features) -> Result<Box<dyn DecodeState + 's>, DecodeError> {
+        let s = self.check_feats(feats)?;
+        let sz = self.sz;
+        let nb = feats.batch;
+        let w = self.ids.weights(|id| self.params.value(id));
+        let (mut ea, mut fm) = (Vec::new(), Vec::new());
+        let mut hs = vec![0.0; nb * sz.h];
+        let mut cs = vec![0.0; nb * sz.h];
+        encode(&sz, &w, s, nb, &mut ea, &mut fm, &mut hs, &mut cs)?;
+        Ok(Box::new(SatState {
+            m: self,
+            img: (0..nb).collect(),
+            feats: s.to_vec(),
+            ea,
+            h: hs,
+            c: cs,
+            scratch: Vec::new(),
+        }))
+    }
+}
+
+/// Generation state: per row the image it belongs to and its LSTM state; the features and
+/// `encoder_att(S)` are kept once per image, so [`DecodeState::select`] only moves `(h, c)`.
+struct SatState<'s> {
+    m: &'s Sat,
+    img: Vec<usize>,
+    feats: Vec<f32>,
+    ea: Vec<f32>,
+    h: Vec<f32>,
+    c: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+impl DecodeState for SatState<'_> {
+    fn rows(&self) -> usize {
+        self.img.len()
+    }
+
+    fn step(
+        &mut self,
+        tokens: &[u32],
+        log_probs: &mut [f32],
+        attention: Option<&mut [f32]>,
+    ) -> Result<(), DecodeError> {
+        let sz = self.m.sz;
+        let (e, h, a, f, p, xw, v) = (sz.e, sz.h, sz.a, sz.f, sz.p, sz.x(), sz.v);
+        let r = self.rows();
+        if tokens.len() != r || log_probs.len() != r * v {
+            return Err(DecodeError::Shape(format!(
+                "sat step over {r} rows: {} tokens, {} log-probs (vocabulary {v})",
+                tokens.len(),
+                log_probs.len()
+            )));
+        }
+        if let Some(att) = attention.as_ref() {
+            if att.len() != r * p {
+                return Err(DecodeError::Shape(format!(
+                    "sat attention output: {} values for {r} rows of {p} cells",
+                    att.len()
+                )));
+            }
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= v) {
+            return Err(DecodeError::Shape(format!(
+                "token id {bad} is outside the vocabulary of {v}"
+            )));
+        }
+        let w = self.m.ids.weights(|id| self.m.params.value(id));
+        // Scratch layout: da [r, A], gate [r, F], ctx [r, F], alpha [r, P], xcat [r, E+F],
+        // gates [r, 4H], c [r, H], tanh_c [r, H], h [r, H].
+        let sizes = [a, f, f, p, xw, 4 * h, h, h, h].map(|k| k * r);
+        zeroed(&mut self.scratch, sizes.iter().sum());
+        let (da, rest) = self.scratch.split_at_mut(sizes[0]);
+        let (gate, rest) = rest.split_at_mut(sizes[1]);
+        let (ctx, rest) = rest.split_at_mut(sizes[2]);
+        let (alpha, rest) = rest.split_at_mut(sizes[3]);
+        let (xcat, rest) = rest.split_at_mut(sizes[4]);
+        let (gates, rest) = rest.split_at_mut(sizes[5]);
+        let (c_new, rest) = rest.split_at_mut(sizes[6]);
+        let (tanh_c, h_new) = rest.split_at_mut(sizes[7]);
+        for row in da.chunks_exact_mut(a) {
+            row.copy_from_slice(w.dec_b);
+        }
+        gemm(
+            r,
+            a,
+            h,
+            1.0,
+            &self.h,
+            Trans::No,
+            w.dec_w,
+            Trans::Yes,
+            da,
+            true,
+        )?;
+        for row in gate.chunks_exact_mut(f) {
+            row.copy_from_slice(w.fb_b);
+        }
+        gemm(
+            r,
+            f,
+            h,
+            1.0,
+            &self.h,
+            Trans::No,
+            w.fb_w,
+            Trans::Yes,
+            gate,
+            true,
+        )?;
+        for (i, &im) in self.img.iter().enumerate() {
+            let x = &mut xcat[i * xw..(i + 1) * xw];
+            let tok = tokens[i] as usize;
+            x[..e].copy_from_slice(&w.emb[tok * e..(tok + 1) * e]);
+            let ctx = &mut ctx[i * f..(i + 1) * f];
+            attend_row(
+                &sz,
+                &w,
+                &self.ea[im * p * a..(im + 1) * p * a],
+                &da[i * a..(i + 1) * a],
+                &self.feats[im * p * f..(im + 1) * p * f],
+                &mut alpha[i * p..(i + 1) * p],
+                ctx,
+            );
+            gate_fwd(&mut gate[i * f..(i + 1) * f], ctx, &mut x[e..]);
+        }
+        for row in gates.chunks_exact_mut(4 * h) {
+            for ((o, x), y) in row.iter_mut().zip(w.b_ih).zip(w.b_hh) {
+                *o = x + y;
+            }
+        }
+        gemm(
+            r,
+            4 * h,
+            xw,
+            1.0,
+            xcat,
+            Trans::No,
+            w.w_ih,
+            Trans::Yes,
+            gates,
+            true,
+        )?;
+        gemm(
+            r,
+            4 * h,
+            h,
+            1.0,
+            &self.h,
+            Trans::No,
+            w.w_hh,
+            Trans::Yes,
+            gates,
+            true,
+        )?;
+        cell_fwd(h, gates, &self.c, c_new, tanh_c, h_new);
+        self.c.copy_from_slice(c_new);
+        self.h.copy_from_slice(h_new);
+        for row in log_probs.chunks_exact_mut(v) {
+            row.copy_from_slice(w.fc_b);
+        }
+        gemm(
+            r,
+            v,
+            h,
+            1.0,
+            &self.h,
+            Trans::No,
+            w.fc_w,
+            Trans::Yes,
+            log_probs,
+            true,
+        )?;
+        log_softmax_rows(log_probs, v);
+        if let Some(att) = attention {
+            att.copy_from_slice(alpha);
+        }
+        Ok(())
+    }
+
+    fn select(&mut self, rows: &[usize]) -> Result<(), DecodeError> {
+        let n = self.rows();
+        if let Some(&bad) = rows.iter().find(|&&r| r >= n) {
+            return Err(DecodeError::Shape(format!(
+                "select row {bad} of a state with {n} rows"
+            )));
+        }
+        let h = self.m.sz.h;
+        self.h = crate::model::gather_rows(&self.h, h, rows);
+        self.c = crate::model::gather_rows(&self.c, h, rows);
+        self.img = rows.iter().map(|&r| self.img[r]).collect();
+        Ok(())
+    }
+}

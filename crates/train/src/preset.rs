@@ -1,0 +1,254 @@
+//! Training presets: one TOML file says what data, which decoder and how to train it
+//! (`configs/*.toml`). Every field but `[model] kind` has a default, and unknown fields are
+//! errors, so a typo cannot silently fall back to a default.
+
+use crate::TrainError;
+use captioner_data::Normalizer;
+use captioner_decode::DecoderConfig;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// A whole preset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preset {
+    /// What to train on.
+    #[serde(default)]
+    pub data: DataConfig,
+    /// The decoder.
+    pub model: DecoderConfig,
+    /// How.
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+/// `[data]`: dataset, feature cache, vocabulary.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Dataset spec (`flickr8k:<dir>`, `coco:<json>@<images>`, ...); relative paths are relative
+    /// to the working directory.
+    pub dataset: String,
+    /// Feature cache written by `captioner extract` for the dataset's images.
+    pub features: String,
+    /// Split trained on.
+    pub train_split: String,
+    /// Split validated on each epoch (model selection).
+    pub val_split: String,
+    /// Validate on at most this many images of the split (0 = all).
+    pub val_images: usize,
+    /// Vocabulary: words seen at least this often in the training captions.
+    pub vocab_min_count: u64,
+    /// Vocabulary: at most this many words (0 = no limit).
+    pub vocab_max_words: usize,
+    /// Training captions longer than this many words are cut.
+    pub max_words: usize,
+    /// Caption cleaning.
+    pub normalizer: Normalizer,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dataset: "flickr8k:../shared/data/flickr8k".into(),
+            features: "features/flickr8k-lite0".into(),
+            train_split: "train".into(),
+            val_split: "val".into(),
+            val_images: 0,
+            vocab_min_count: 5,
+            vocab_max_words: 0,
+            max_words: 30,
+            normalizer: Normalizer::default(),
+        }
+    }
+}
+
+/// Which optimiser.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// `torch.optim.Adam`.
+    Adam,
+    /// `torch.optim.AdamW` (decoupled weight decay).
+    AdamW,
+    /// `torch.optim.RMSprop` (the seeds' Keras default).
+    RmsProp,
+}
+
+/// How the learning rate changes.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Schedule {
+    /// Fixed.
+    Constant,
+    /// Multiply by `factor` when the validation CIDEr-D has not improved for `patience` epochs.
+    Plateau {
+        /// Multiplier, `0 < factor < 1`.
+        factor: f32,
+        /// Epochs without improvement before a cut.
+        patience: u32,
+        /// Never below this.
+        min_lr: f32,
+    },
+    /// Linear warm-up over `warmup_steps`, then cosine decay to `min_lr` at the last step.
+    Cosine {
+        /// Warm-up steps.
+        warmup_steps: u64,
+        /// Final learning rate.
+        min_lr: f32,
+    },
+}
+
+/// How training captions are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    /// Every (image, caption) pair once per epoch.
+    AllPairs,
+    /// One random caption per image per epoch.
+    OnePerImage,
+}
+
+/// `[train]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Epochs at most.
+    pub epochs: u32,
+    /// Rows (captions) per step.
+    pub batch_size: usize,
+    /// How captions are drawn.
+    pub sampling: Sampling,
+    /// Optimiser.
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate.
+    pub lr: f32,
+    /// L2 (Adam, RMSprop) or decoupled (AdamW) weight decay.
+    pub weight_decay: f32,
+    /// Clip the global gradient norm to this (0 = off).
+    pub grad_clip: f32,
+    /// Label smoothing of the cross-entropy.
+    pub label_smoothing: f32,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Stop after this many epochs without a better validation CIDEr-D (0 = never).
+    pub early_stopping: u32,
+    /// Also save `last` every this many steps within an epoch (0 = only at epoch ends), so a
+    /// killed run loses little.
+    pub checkpoint_every: u64,
+    /// Seed of initialisation, data order and dropout.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 20,
+            batch_size: 64,
+            sampling: Sampling::AllPairs,
+            optimizer: OptimizerKind::Adam,
+            lr: 4e-4,
+            weight_decay: 0.0,
+            grad_clip: 5.0,
+            label_smoothing: 0.0,
+            schedule: Schedule::Constant,
+            early_stopping: 5,
+            checkpoint_every: 200,
+            seed: 42,
+        }
+    }
+}
+
+impl Preset {
+    /// Parses a preset; errors name the file, the line and the field.
+    pub fn from_toml(text: &str, source: &Path) -> Result<Self, TrainError> {
+        let preset: Preset = toml::from_str(text).map_err(|e| TrainError::Preset {
+            path: source.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        preset.validate().map_err(|message| TrainError::Preset {
+            path: source.to_path_buf(),
+            message,
+        })?;
+        Ok(preset)
+    }
+
+    /// Reads and parses a preset file.
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TrainError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Serialises back to TOML (stored in every run directory).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# not serialisable: {e}\n"))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let t = &self.train;
+        if t.epochs == 0 || t.batch_size == 0 {
+            return Err("[train] epochs and batch_size must be at least 1".into());
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return Err(format!("[train] lr must be positive, got {}", t.lr));
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            return Err("[train] label_smoothing must be in [0, 1)".into());
+        }
+        if let Schedule::Plateau { factor, .. } = t.schedule {
+            if !(factor > 0.0 && factor < 1.0) {
+                return Err("[train.schedule] factor must be in (0, 1)".into());
+            }
+        }
+        if self.data.max_words == 0 {
+            return Err("[data] max_words must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_preset_takes_defaults() {
+        let p = Preset::from_toml("[model]\nkind = \"gru-init\"\n", Path::new("x.toml")).unwrap();
+        assert_eq!(p.model.kind(), "gru-init");
+        assert_eq!(p.train, TrainConfig::default());
+        let again = Preset::from_toml(&p.to_toml(), Path::new("y.toml")).unwrap();
+        assert_eq!(again, p);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors_naming_the_file_and_field() {
+        let e = Preset::from_toml(
+            "[model]\nkind = \"sat\"\n[train]\nlearning_rate = 0.1\n",
+            Path::new("p.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("p.toml") && e.contains("learning_rate"), "{e}");
+        let e = Preset::from_toml(
+            "[model]\nkind = \"sat\"\nhiden = 3\n",
+            Path::new("p.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("hiden"), "{e}");
+        let e = Preset::from_toml(
+            "[model]\nkind = \"sat\"\n[train]\nlr = -1.0\n",
+            Path::new("p.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("lr must be positive"), "{e}");
+        let e = Preset::from_toml("[model]\nkind = \"lstm9\"\n", Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lstm9"), "{e}");
+    }
+}

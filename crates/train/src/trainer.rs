@@ -1,0 +1,535 @@
+//! The epoch loop.
+
+use crate::charts;
+use crate::checkpoint::{self, TrainerState};
+use crate::data::{open_cache, FeatureRows, FeatureSource, TrainData};
+use crate::preset::{OptimizerKind, Preset, Schedule};
+use crate::schedule::lr_at;
+use crate::{io_err, TrainError};
+use captioner_data::{Batch, Batcher, Vocab};
+use captioner_decode::bundle::{self, BundleConfig, EncoderInfo, WeightDtype, BUNDLE_FORMAT};
+use captioner_decode::optim::{clip_grad_norm, Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig};
+use captioner_decode::{Decoder, ModelDims, PassOptions, TeacherBatch};
+use crate::predict::{caption_cached, features};
+use captioner_generate::{GenerateConfig, Strategy};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Images per generation batch during validation.
+const VAL_GEN_BATCH: usize = 100;
+/// Longest caption generated during validation.
+const VAL_MAX_WORDS: usize = 20;
+/// A `step` line goes to the log every this many steps.
+const LOG_EVERY: u64 = 10;
+
+/// How to run (beyond the preset).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The run directory (created if missing).
+    pub run_dir: PathBuf,
+    /// Continue from `run_dir/last` instead of starting over.
+    pub resume: bool,
+    /// Stop dead after this global step without saving anything, as a kill would (tests).
+    pub kill_after_steps: Option<u64>,
+}
+
+/// Progress of one step, for progress bars.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    /// 1-based epoch.
+    pub epoch: u32,
+    /// Epochs planned.
+    pub epochs: u32,
+    /// Batches done in this epoch.
+    pub batch: usize,
+    /// Batches per epoch.
+    pub batches: usize,
+    /// Global step.
+    pub step: u64,
+    /// Mean token loss of the step.
+    pub loss: f32,
+    /// Learning rate used.
+    pub lr: f32,
+    /// Target tokens per second over the step.
+    pub tokens_per_s: f64,
+}
+
+/// The end of an epoch.
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochReport {
+    /// 1-based epoch.
+    pub epoch: u32,
+    /// Global step at its end.
+    pub step: u64,
+    /// Mean training token loss.
+    pub train_loss: f64,
+    /// Mean validation token loss (teacher forced, no dropout).
+    pub val_loss: f64,
+    /// Greedy-decoded validation BLEU-1, in percent.
+    pub bleu1: f64,
+    /// Greedy-decoded validation BLEU-4, in percent.
+    pub bleu4: f64,
+    /// Greedy-decoded validation CIDEr-D, in percent.
+    pub cider_d: f64,
+    /// Learning rate at the end.
+    pub lr: f32,
+    /// Wall-clock seconds of the epoch (training and validation).
+    pub seconds: f64,
+    /// Whether this epoch is the new `best/`.
+    pub is_best: bool,
+    /// Peak resident memory of the process so far, MiB.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Receives progress; the CLI draws bars from it.
+pub trait Observer {
+    /// Free-form information (what was loaded, resumed from where).
+    fn note(&mut self, _message: &str) {}
+    /// An epoch starts (or resumes at `from_batch`).
+    fn epoch_started(&mut self, _epoch: u32, _epochs: u32, _batches: usize, _from_batch: usize) {}
+    /// A step finished.
+    fn step(&mut self, _report: &StepReport) {}
+    /// Validation starts on `images` images.
+    fn validating(&mut self, _images: usize) {}
+    /// An epoch finished.
+    fn epoch_finished(&mut self, _report: &EpochReport) {}
+}
+
+/// An observer that ignores everything.
+pub struct NullObserver;
+impl Observer for NullObserver {}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunOutcome {
+    /// Final counters.
+    pub state: TrainerState,
+    /// Epoch reports of this process (resumed runs: only the new ones).
+    pub epochs: Vec<EpochReport>,
+    /// Whether early stopping ended it.
+    pub stopped_early: bool,
+    /// Whether `kill_after_steps` ended it.
+    pub killed: bool,
+    /// `best/` bundle.
+    pub best_dir: PathBuf,
+    /// `last/` checkpoint.
+    pub last_dir: PathBuf,
+}
+
+fn make_optimizer(preset: &Preset, n: usize) -> Box<dyn Optimizer> {
+    let t = &preset.train;
+    match t.optimizer {
+        OptimizerKind::Adam => Box::new(Adam::new(
+            n,
+            AdamConfig {
+                weight_decay: t.weight_decay,
+                ..AdamConfig::adam(t.lr)
+            },
+        )),
+        OptimizerKind::AdamW => Box::new(Adam::new(
+            n,
+            AdamConfig {
+                weight_decay: t.weight_decay,
+                ..AdamConfig::adamw(t.lr)
+            },
+        )),
+        OptimizerKind::RmsProp => Box::new(RmsProp::new(
+            n,
+            RmsPropConfig {
+                weight_decay: t.weight_decay,
+                ..RmsPropConfig::new(t.lr)
+            },
+        )),
+    }
+}
+
+/// Dropout randomness of a step depends only on the seed and the step, so a resumed run
+/// draws the same masks as an uninterrupted one without storing generator state.
+fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(step.wrapping_add(1));
+    rng
+}
+
+/// Peak resident set size (`VmHWM`), MiB; `None` off Linux.
+pub(crate) fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+struct Log {
+    path: PathBuf,
+    records: Vec<serde_json::Value>,
+}
+
+impl Log {
+    /// Opens the log, keeping only records up to `step` (a resumed run replays what follows).
+    fn open(path: PathBuf, keep_until_step: Option<u64>) -> Result<Self, TrainError> {
+        let mut records = Vec::new();
+        if let Some(limit) = keep_until_step {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                for line in text.lines() {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                        if v.get("step").and_then(|s| s.as_u64()).is_some_and(|s| s <= limit) {
+                            records.push(v);
+                        }
+                    }
+                }
+            }
+        }
+        let mut text = String::new();
+        for r in &records {
+            text.push_str(&r.to_string());
+            text.push('\n');
+        }
+        bundle::write_atomic(&path, text.as_bytes())?;
+        Ok(Self { path, records })
+    }
+
+    fn push(&mut self, record: serde_json::Value) -> Result<(), TrainError> {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.path)
+            .map_err(io_err(&self.path))?;
+        writeln!(f, "{record}").map_err(io_err(&self.path))?;
+        self.records.push(record);
+        Ok(())
+    }
+}
+
+fn teacher(batch: &Batch) -> TeacherBatch<'_> {
+    TeacherBatch {
+        batch: batch.batch,
+        time: batch.time,
+        inputs: &batch.inputs,
+        targets: &batch.targets,
+    }
+}
+
+struct Validation {
+    loss: f64,
+    bleu1: f64,
+    bleu4: f64,
+    cider_d: f64,
+}
+
+fn validate(
+    decoder: &mut dyn Decoder,
+    data: &TrainData,
+    batcher: &Batcher,
+    source: &FeatureSource,
+    smoothing: f32,
+) -> Result<Validation, TrainError> {
+    let mut rows = FeatureRows::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let (mut loss_sum, mut tokens) = (0f64, 0usize);
+    let opts = PassOptions {
+        label_smoothing: smoothing,
+        train: false,
+    };
+    for batch in batcher.epoch(0) {
+        source.gather(&batch.images, &mut rows)?;
+        let feats = features(&rows, batch.batch, source);
+        let stats = decoder.forward(&feats, &teacher(&batch), &opts, false, &mut rng)?;
+        loss_sum += stats.loss as f64 * stats.tokens as f64;
+        tokens += stats.tokens;
+    }
+    let cfg = GenerateConfig {
+        strategy: Strategy::Greedy,
+        max_words: VAL_MAX_WORDS,
+        ..GenerateConfig::default()
+    };
+    let hyps = caption_cached(&*decoder, &data.vocab, source, &cfg, VAL_GEN_BATCH, &mut |_| {})?;
+    let refs: Vec<Vec<&str>> = data
+        .val
+        .images
+        .iter()
+        .map(|i| i.captions.iter().map(String::as_str).collect())
+        .collect();
+    let scores = captioner_metrics::evaluate(&refs, &hyps)
+        .map_err(|e| TrainError::Data(format!("validation metrics: {e}")))?;
+    Ok(Validation {
+        loss: loss_sum / tokens.max(1) as f64,
+        bleu1: scores.corpus.bleu[0] * 100.0,
+        bleu4: scores.corpus.bleu[3] * 100.0,
+        cider_d: scores.corpus.cider_d * 100.0,
+    })
+}
+
+/// Runs (or resumes) the training described by `preset` in `options.run_dir`.
+pub fn train(
+    preset: &Preset,
+    options: &RunOptions,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome, TrainError> {
+    let run = options.run_dir.as_path();
+    std::fs::create_dir_all(run).map_err(io_err(run))?;
+    let cache = open_cache(Path::new(&preset.data.features))?;
+    let spatial = preset.model.needs_spatial();
+
+    let resume_from = if options.resume {
+        Some(checkpoint::find_last(run).ok_or_else(|| {
+            TrainError::Resume(format!("no checkpoint in {}", run.join("last").display()))
+        })?)
+    } else {
+        if checkpoint::find_last(run).is_some() {
+            return Err(TrainError::Resume(format!(
+                "{} already holds a run; pass --resume to continue it, or choose another --out",
+                run.display()
+            )));
+        }
+        None
+    };
+    let resumed = match &resume_from {
+        Some(dir) => {
+            let b = bundle::load(dir)?;
+            if b.config.decoder != preset.model {
+                return Err(TrainError::Resume(format!(
+                    "the checkpoint's [model] differs from the preset's ({} vs {})",
+                    b.config.decoder.kind(),
+                    preset.model.kind()
+                )));
+            }
+            let (state, opt) = checkpoint::load_state(dir)?;
+            Some((b, state, opt))
+        }
+        None => None,
+    };
+    let vocab_in: Option<Vocab> = resumed.as_ref().map(|(b, _, _)| b.vocab.clone());
+    let (data, notes) = TrainData::load(&preset.data, &cache, vocab_in)?;
+    for n in &notes {
+        observer.note(n);
+    }
+    let train_src = FeatureSource::new(&cache, &data.train, spatial)?;
+    let val_src = FeatureSource::new(&cache, &data.val, spatial)?;
+    let t = &preset.train;
+    let batcher = data.train_batcher(&preset.data, t.batch_size, t.sampling, t.seed)?;
+    let val_batcher = data.val_batcher(&preset.data, t.batch_size)?;
+    let dims = ModelDims {
+        vocab: data.vocab.len(),
+        feature_dim: train_src.dim(),
+        cells: if spatial { cache.meta().spatial_cells.unwrap_or(0) } else { 0 },
+    };
+    let bundle_config = BundleConfig {
+        format: BUNDLE_FORMAT,
+        decoder: preset.model.clone(),
+        dims,
+        encoder: EncoderInfo {
+            name: cache.meta().encoder.clone(),
+            resize: cache.meta().resize.clone(),
+        },
+        max_words: VAL_MAX_WORDS,
+        training: serde_json::json!({ "preset": preset }),
+    };
+    let (mut decoder, mut state, opt_state) = match resumed {
+        Some((b, state, opt)) => {
+            observer.note(&format!(
+                "resuming from step {} (epoch {}, batch {})",
+                state.global_step,
+                state.epoch + 1,
+                state.batch_in_epoch
+            ));
+            (b.decoder, state, Some(opt))
+        }
+        None => (
+            preset.model.build(dims, t.seed)?,
+            TrainerState {
+                plateau_scale: 1.0,
+                ..TrainerState::default()
+            },
+            None,
+        ),
+    };
+    let mut optimizer = make_optimizer(preset, decoder.params().len());
+    if let Some(opt) = opt_state {
+        let filled = checkpoint::fill_missing(opt, &optimizer.state());
+        optimizer.load_state(filled)?;
+    }
+    std::fs::write(run.join("preset.toml"), preset.to_toml()).map_err(io_err(run))?;
+    let mut log = Log::open(
+        run.join("log.jsonl"),
+        resume_from.as_ref().map(|_| state.global_step),
+    )?;
+    observer.note(&format!(
+        "{} decoder, {} parameters, vocabulary {}, {} training images ({} steps/epoch), {} validation images",
+        preset.model.kind(),
+        decoder.params().len(),
+        data.vocab.len(),
+        data.train.images.len(),
+        batcher.batches_per_epoch(),
+        data.val.images.len()
+    ));
+
+    let batches = batcher.batches_per_epoch();
+    let total_steps = batches as u64 * t.epochs as u64;
+    let opts = PassOptions {
+        label_smoothing: t.label_smoothing,
+        train: true,
+    };
+    let mut rows = FeatureRows::default();
+    let mut reports = Vec::new();
+    let mut stopped_early = false;
+    let process_start = Instant::now();
+    let seconds_before = state.seconds;
+    let best_dir = run.join("best");
+    let last_dir = checkpoint::last_dir(run);
+    let save_last = |decoder: &dyn Decoder,
+                     optimizer: &dyn Optimizer,
+                     state: &mut TrainerState|
+     -> Result<(), TrainError> {
+        state.seconds = seconds_before + process_start.elapsed().as_secs_f64();
+        checkpoint::save_last(run, &bundle_config, decoder, &data.vocab, &optimizer.state(), state)
+    };
+
+    while !state.finished && state.epoch < t.epochs {
+        let epoch_start = Instant::now();
+        observer.epoch_started(state.epoch + 1, t.epochs, batches, state.batch_in_epoch);
+        for batch in batcher.epoch_from(state.epoch as u64, state.batch_in_epoch) {
+            let step_start = Instant::now();
+            train_src.gather(&batch.images, &mut rows)?;
+            let feats = features(&rows, batch.batch, &train_src);
+            decoder.params_mut().zero_grads();
+            let mut rng = step_rng(t.seed, state.global_step);
+            let stats = decoder.forward(&feats, &teacher(&batch), &opts, true, &mut rng)?;
+            if !stats.loss.is_finite() {
+                return Err(TrainError::NonFinite {
+                    step: state.global_step + 1,
+                    epoch: state.epoch + 1,
+                    value: stats.loss,
+                    last: last_dir.clone(),
+                });
+            }
+            let grad_norm = if t.grad_clip > 0.0 {
+                clip_grad_norm(decoder.params_mut().grads_mut(), t.grad_clip)
+            } else {
+                f32::NAN
+            };
+            let lr = lr_at(&t.schedule, t.lr, state.global_step, total_steps, state.plateau_scale);
+            optimizer.set_lr(lr);
+            let (values, grads) = decoder.params_mut().flat_mut();
+            optimizer.step(values, grads)?;
+            state.global_step += 1;
+            state.batch_in_epoch += 1;
+            state.epoch_loss_sum += stats.loss as f64 * stats.tokens as f64;
+            state.epoch_tokens += stats.tokens as u64;
+            let report = StepReport {
+                epoch: state.epoch + 1,
+                epochs: t.epochs,
+                batch: state.batch_in_epoch,
+                batches,
+                step: state.global_step,
+                loss: stats.loss,
+                lr,
+                tokens_per_s: stats.tokens as f64 / step_start.elapsed().as_secs_f64().max(1e-9),
+            };
+            observer.step(&report);
+            if state.global_step % LOG_EVERY == 0 {
+                log.push(serde_json::json!({
+                    "type": "step", "step": state.global_step, "epoch": state.epoch + 1,
+                    "loss": stats.loss, "regulariser": stats.regulariser, "lr": lr,
+                    "grad_norm": grad_norm, "tokens_per_s": report.tokens_per_s,
+                }))?;
+            }
+            if options.kill_after_steps == Some(state.global_step) {
+                return Ok(RunOutcome {
+                    state,
+                    epochs: reports,
+                    stopped_early: false,
+                    killed: true,
+                    best_dir,
+                    last_dir,
+                });
+            }
+            if t.checkpoint_every > 0
+                && state.global_step % t.checkpoint_every == 0
+                && state.batch_in_epoch < batches
+            {
+                save_last(&*decoder, &*optimizer, &mut state)?;
+            }
+        }
+
+        observer.validating(data.val.images.len());
+        let v = validate(&mut *decoder, &data, &val_batcher, &val_src, t.label_smoothing)?;
+        let epoch = state.epoch + 1;
+        let improved = state.best_cider.is_none_or(|b| v.cider_d > b);
+        if improved {
+            state.best_cider = Some(v.cider_d);
+            state.best_epoch = Some(epoch);
+            state.epochs_since_best = 0;
+            let mut cfg = bundle_config.clone();
+            cfg.training = serde_json::json!({
+                "preset": preset, "epoch": epoch, "step": state.global_step,
+                "val_bleu4": v.bleu4, "val_cider_d": v.cider_d,
+            });
+            bundle::save(&best_dir, &cfg, &*decoder, &data.vocab, WeightDtype::F32)?;
+        } else {
+            state.epochs_since_best += 1;
+        }
+        if let Schedule::Plateau { factor, patience, .. } = t.schedule {
+            if improved {
+                state.plateau_wait = 0;
+            } else {
+                state.plateau_wait += 1;
+                if state.plateau_wait >= patience {
+                    state.plateau_scale *= factor;
+                    state.plateau_wait = 0;
+                    observer.note(&format!("validation CIDEr-D flat for {patience} epochs: learning rate x{factor}"));
+                }
+            }
+        }
+        let report = EpochReport {
+            epoch,
+            step: state.global_step,
+            train_loss: state.epoch_loss_sum / state.epoch_tokens.max(1) as f64,
+            val_loss: v.loss,
+            bleu1: v.bleu1,
+            bleu4: v.bleu4,
+            cider_d: v.cider_d,
+            lr: lr_at(&t.schedule, t.lr, state.global_step, total_steps, state.plateau_scale),
+            seconds: epoch_start.elapsed().as_secs_f64(),
+            is_best: improved,
+            peak_rss_mib: peak_rss_mib(),
+        };
+        let mut record = serde_json::to_value(&report).unwrap_or_default();
+        if let Some(obj) = record.as_object_mut() {
+            obj.insert("type".into(), "epoch".into());
+        }
+        log.push(record)?;
+        observer.epoch_finished(&report);
+        reports.push(report);
+        state.epoch += 1;
+        state.batch_in_epoch = 0;
+        state.epoch_loss_sum = 0.0;
+        state.epoch_tokens = 0;
+        if t.early_stopping > 0 && state.epochs_since_best >= t.early_stopping {
+            observer.note(&format!(
+                "no better validation CIDEr-D for {} epochs: stopping early",
+                t.early_stopping
+            ));
+            stopped_early = true;
+            state.finished = true;
+        }
+        if state.epoch >= t.epochs {
+            state.finished = true;
+        }
+        save_last(&*decoder, &*optimizer, &mut state)?;
+        if let Err(e) = charts::draw(run, &log.records) {
+            observer.note(&format!("charts not drawn: {e}"));
+        }
+    }
+    Ok(RunOutcome {
+        state,
+        epochs: reports,
+        stopped_early,
+        killed: false,
+        best_dir,
+        last_dir,
+    })
+}

@@ -1,0 +1,159 @@
+//! A run killed mid-epoch and resumed from its last checkpoint ends with bit-identical weights and
+//! optimiser state to a run that was never interrupted, for each decoder architecture.
+
+use captioner_encode::cache::{CacheMeta, CacheWriter};
+use captioner_train::{train, NullObserver, Preset, RunOptions};
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+
+const WORDS: [&str; 8] = ["dog", "cat", "runs", "sits", "on", "grass", "the", "red"];
+
+/// A folder dataset of 24 captioned images (16 train, 8 val) and a cache of random features.
+fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut csv = String::from("image,caption,split\n");
+    for i in 0..24 {
+        let split = if i < 16 { "train" } else { "val" };
+        // Only the features are read, but the reader skips captions of missing image files.
+        std::fs::write(data.join(format!("img{i}.jpg")), b"").unwrap();
+        for _ in 0..2 {
+            let n = rng.random_range(3..7);
+            let caption: Vec<&str> = (0..n).map(|_| WORDS[rng.random_range(0..WORDS.len())]).collect();
+            csv.push_str(&format!("img{i}.jpg,{},{split}\n", caption.join(" ")));
+        }
+    }
+    std::fs::write(data.join("captions.csv"), csv).unwrap();
+    let cache = dir.join("cache");
+    let meta = CacheMeta {
+        encoder: "test".into(),
+        feature_dim: 6,
+        spatial_cells: Some(4),
+        resize: "squash".into(),
+    };
+    let mut w = CacheWriter::open(&cache, meta, 10).unwrap();
+    for i in 0..24 {
+        let pooled: Vec<f32> = (0..6).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let spatial: Vec<f32> = (0..24).map(|_| rng.random_range(-1.0..1.0)).collect();
+        w.push(&format!("img{i}.jpg"), &pooled, Some(&spatial)).unwrap();
+    }
+    w.finish().unwrap();
+    (data, cache)
+}
+
+fn preset(model: &str, data: &Path, cache: &Path) -> Preset {
+    let text = format!(
+        r#"
+[data]
+dataset = "folder:{}"
+features = "{}"
+vocab_min_count = 1
+
+[model]
+{model}
+
+[train]
+epochs = 3
+batch_size = 8
+lr = 0.01
+checkpoint_every = 3
+early_stopping = 0
+seed = 7
+"#,
+        data.display(),
+        cache.display()
+    );
+    Preset::from_toml(&text, Path::new("test.toml")).unwrap()
+}
+
+fn files(run: &Path) -> (Vec<u8>, Vec<u8>) {
+    (
+        std::fs::read(run.join("last/model.safetensors")).unwrap(),
+        std::fs::read(run.join("last/optimizer.safetensors")).unwrap(),
+    )
+}
+
+fn check_resume_is_bit_identical(model: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, cache) = fixture(tmp.path());
+    let p = preset(model, &data, &cache);
+
+    let straight = tmp.path().join("straight");
+    let out = train(
+        &p,
+        &RunOptions {
+            run_dir: straight.clone(),
+            ..RunOptions::default()
+        },
+        &mut NullObserver,
+    )
+    .unwrap();
+    // 32 training captions / 8 = 4 steps per epoch.
+    assert_eq!(out.state.global_step, 12);
+    assert!(out.state.finished);
+    assert!(straight.join("best/model.safetensors").is_file());
+    assert!(straight.join("loss.png").is_file());
+
+    // Checkpoints at steps 3 (mid-epoch 1), 4 (end of epoch 1) and 6 (mid-epoch 2); killed
+    // after step 7, the resumed run redoes step 7 from the middle of epoch 2.
+    let killed = tmp.path().join("killed");
+    let opts = RunOptions {
+        run_dir: killed.clone(),
+        kill_after_steps: Some(7),
+        ..RunOptions::default()
+    };
+    let out = train(&p, &opts, &mut NullObserver).unwrap();
+    assert!(out.killed);
+    let again = train(&p, &opts, &mut NullObserver);
+    assert!(again.is_err(), "a second fresh run into the same directory must refuse");
+    let out = train(
+        &p,
+        &RunOptions {
+            run_dir: killed.clone(),
+            resume: true,
+            ..RunOptions::default()
+        },
+        &mut NullObserver,
+    )
+    .unwrap();
+    assert_eq!(out.state.global_step, 12);
+    let (w1, o1) = files(&straight);
+    let (w2, o2) = files(&killed);
+    assert!(w1 == w2, "{model}: weights differ after resume");
+    assert!(o1 == o2, "{model}: optimizer state differs after resume");
+
+    // The resumed log has each step once.
+    let log = std::fs::read_to_string(killed.join("log.jsonl")).unwrap();
+    let steps: Vec<u64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "epoch")
+        .map(|v| v["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [1, 2, 3]);
+}
+
+#[test]
+fn gru_init_resume_is_bit_identical() {
+    check_resume_is_bit_identical("kind = \"gru-init\"\nembed = 8\nhidden = 12\nlayers = 2\ndropout = 0.2");
+}
+
+#[test]
+fn merge_lstm_resume_is_bit_identical() {
+    check_resume_is_bit_identical("kind = \"merge-lstm\"\nembed = 8\nhidden = 8\nproj = 6\ndropout = 0.5");
+}
+
+#[test]
+fn sat_resume_is_bit_identical() {
+    check_resume_is_bit_identical(
+        "kind = \"sat\"\nembed = 8\nhidden = 10\nattention = 6\ndropout = 0.5\nalpha_c = 1.0",
+    );
+}
+
+#[test]
+fn transformer_resume_is_bit_identical() {
+    check_resume_is_bit_identical(
+        "kind = \"transformer\"\nd_model = 8\nheads = 2\nlayers = 2\nff = 16\ndropout = 0.1\nmax_len = 40",
+    );
+}
