@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue-5 training-step benchmark: our fused kernels vs PyTorch on the same machine, back to back.
 #
-#   scripts/bench_train.sh [iters] [rounds]
+#   scripts/bench_train.sh [iters] [rounds] [models...]   (models: lstm gru sat; default all three)
 #
 # Builds crates/decode/benches/train_step.rs, then alternates Rust and PyTorch runs `rounds` times
 # (default 2) so both see the same background load, and prints each model's median over rounds and
@@ -11,6 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ITERS="${1:-10}"
 ROUNDS="${2:-2}"
+shift $(( $# < 2 ? $# : 2 ))
+MODELS=("${@:-lstm gru sat}")
+# shellcheck disable=SC2206
+MODELS=(${MODELS[*]})
 TORCH_PY="${TORCH_PY:-/work/venvs/torch/bin/python}"
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}"
 LOG="$(mktemp)"
@@ -19,8 +23,8 @@ trap 'rm -f "$LOG"' EXIT
 cargo bench -q -p captioner-decode --bench train_step --no-run 2>/dev/null
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)   cpus: $(nproc)"
 for r in $(seq "$ROUNDS"); do
-  cargo bench -q -p captioner-decode --bench train_step -- "$ITERS" | sed 's/^/ours  /' | tee -a "$LOG"
-  "$TORCH_PY" crates/decode/benches/train_step_torch.py "$ITERS" | sed 's/^/torch /' | tee -a "$LOG"
+  cargo bench -q -p captioner-decode --bench train_step -- "$ITERS" "${MODELS[@]}" | sed 's/^/ours  /' | tee -a "$LOG"
+  "$TORCH_PY" crates/decode/benches/train_step_torch.py "$ITERS" "${MODELS[@]}" | sed 's/^/torch /' | tee -a "$LOG"
 done
 echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
@@ -32,7 +36,7 @@ for line in open(sys.argv[1]):
     if m:
         runs.setdefault((m[1], m[2]), []).append(float(m[3]))
 print(f"{'model':<6} {'ours ms/step':>13} {'torch ms/step':>14} {'ratio':>7}")
-for model in ("lstm", "gru"):
+for model in ("lstm", "gru", "sat"):
     if ("ours", model) in runs and ("torch", model) in runs:
         o, t = statistics.median(runs["ours", model]), statistics.median(runs["torch", model])
         print(f"{model:<6} {o:>13.1f} {t:>14.1f} {o / t:>7.2f}x")

@@ -46,6 +46,8 @@ enum Command {
     Train(commands::train::Args),
     /// Score captions against references (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D).
     Eval(commands::eval::Args),
+    /// Copy a model bundle, optionally with f16 weights (for shipping).
+    Export(commands::export::Args),
     /// Serve a web page and a JSON API for captioning.
     Serve(commands::serve::Args),
     /// Build a vocabulary (Hugging Face tokenizer.json) from a dataset's captions.
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Extract(args) => commands::extract::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Export(args) => commands::export::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Vocab(args) => commands::vocab::run(args),
         Command::Inspect(args) => commands::inspect::run(args),

@@ -36,11 +36,18 @@ fn default_model_captions_an_image_with_plausible_words() {
     let img = image("1000268201_693b08cb0e.jpg");
     let out = run(&["caption".as_ref(), img.as_os_str()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let caption = stdout.trim();
     let words: Vec<&str> = caption.split_whitespace().collect();
     assert!((3..=20).contains(&words.len()), "caption: {caption:?}");
-    assert!(!caption.contains("<unk>") && !caption.contains("<end>"), "{caption:?}");
+    assert!(
+        !caption.contains("<unk>") && !caption.contains("<end>"),
+        "{caption:?}"
+    );
     let subject = ["girl", "child", "little", "kid", "boy", "person"];
     assert!(
         words.iter().any(|w| subject.contains(w)),
@@ -68,7 +75,10 @@ fn bad_files_are_reported_and_the_rest_captioned_in_every_format() {
     ]);
     assert!(!out.status.success(), "failures must give a non-zero exit");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("broken.jpg") && stderr.contains("missing.png"), "{stderr}");
+    assert!(
+        stderr.contains("broken.jpg") && stderr.contains("missing.png"),
+        "{stderr}"
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -79,7 +89,12 @@ fn bad_files_are_reported_and_the_rest_captioned_in_every_format() {
     assert!(lines[1]["error"].as_str().is_some());
     assert!(lines[2]["error"].as_str().is_some());
 
-    let out = run(&["caption".as_ref(), "--format".as_ref(), "csv".as_ref(), good.as_os_str()]);
+    let out = run(&[
+        "caption".as_ref(),
+        "--format".as_ref(),
+        "csv".as_ref(),
+        good.as_os_str(),
+    ]);
     assert!(out.status.success());
     let csv = String::from_utf8_lossy(&out.stdout);
     assert!(csv.starts_with("image,caption,log_prob\n"), "{csv}");
@@ -105,7 +120,11 @@ fn a_folder_is_captioned_and_attention_maps_are_written() {
         maps.as_os_str(),
         images.as_os_str(),
     ]);
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), 2, "{stdout}");
     assert!(stdout.lines().all(|l| l.contains('\t')));

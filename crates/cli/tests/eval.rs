@@ -280,3 +280,65 @@ fn missing_annotations_name_the_path() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/captions.json"));
 }
+
+#[test]
+fn meteor_is_skipped_with_instructions_when_its_data_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ann, res, _) = edge_case_files(dir.path());
+    let out = captioner()
+        .env("CAPTIONER_METEOR_DATA", dir.path().join("no-meteor-here"))
+        .args(["eval", "--annotations"])
+        .arg(format!("coco:{}", ann.display()))
+        .arg("--results")
+        .arg(&res)
+        .output()
+        .expect("run captioner");
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("METEOR skipped") && stderr.contains("pip download"),
+        "{}",
+        text(&out)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("CIDEr") && !stdout.contains("METEOR"),
+        "{stdout}"
+    );
+}
+
+/// Needs pycocoevalcap's METEOR data: see `captioner_metrics::meteor::FETCH_HINT`, then
+/// `CAPTIONER_METEOR_DATA=<dir> cargo test -p captioner-cli --test eval -- --ignored`.
+#[test]
+#[ignore = "needs the METEOR data (CAPTIONER_METEOR_DATA)"]
+fn meteor_equals_pycocoevalcap_when_its_data_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ann, res, _) = edge_case_files(dir.path());
+    let scores = dir.path().join("scores.json");
+    let out = run_eval(&[
+        "--annotations",
+        &format!("coco:{}", ann.display()),
+        "--results",
+        res.to_str().unwrap(),
+        "--output",
+        scores.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../metrics/tests/fixtures/meteor_edge_cases.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let corpus: Value = serde_json::from_str(&std::fs::read_to_string(&scores).unwrap()).unwrap();
+    let (ours, want) = (
+        corpus["METEOR"].as_f64().unwrap(),
+        fixture["corpus"]["METEOR"].as_f64().unwrap(),
+    );
+    assert!(
+        (ours - want).abs() <= 1e-4,
+        "METEOR {ours} vs pycocoevalcap {want}"
+    );
+}

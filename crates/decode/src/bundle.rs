@@ -83,7 +83,10 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DecodeError + '_ {
 }
 
 /// Serialises a parameter set as safetensors bytes.
-pub fn params_to_safetensors(params: &ParamSet, dtype: WeightDtype) -> Result<Vec<u8>, DecodeError> {
+pub fn params_to_safetensors(
+    params: &ParamSet,
+    dtype: WeightDtype,
+) -> Result<Vec<u8>, DecodeError> {
     let mut buffers = Vec::new();
     for (name, shape) in params.names() {
         let id = params
@@ -280,7 +283,10 @@ pub fn read_config(dir: &Path) -> Result<BundleConfig, DecodeError> {
 /// Loads a bundle: config, vocabulary (must match the config's size) and weights.
 pub fn load(dir: &Path) -> Result<Bundle, DecodeError> {
     if !dir.is_dir() {
-        return Err(bundle_err(dir, "not a directory (a bundle holds config.json, model.safetensors and tokenizer.json)"));
+        return Err(bundle_err(
+            dir,
+            "not a directory (a bundle holds config.json, model.safetensors and tokenizer.json)",
+        ));
     }
     let config = read_config(dir)?;
     let tok_path = dir.join(TOKENIZER_FILE);

@@ -225,7 +225,7 @@ fn teacher_forcing_matches_step_by_step_generation() {
     let mean = nll / count as f64;
     let rel = (mean - st.loss as f64).abs() / mean.abs();
     assert!(rel < 1e-4, "steps give {mean}, forward gives {}", st.loss);
-    let reg: f64 = cover.iter().map(|c| (1.0 - c) * (1.0 - c)).sum::<f64>() / B as f64;
+    let reg: f64 = cover.iter().map(|c| (1.0 - c) * (1.0 - c)).sum::<f64>() / (B * P) as f64;
     let rel = (reg - st.regulariser as f64).abs() / reg;
     assert!(
         rel < 1e-4,

@@ -13,6 +13,8 @@ pub const PANEL_COLUMNS: usize = 5;
 pub const PANEL_GAP: u32 = 4;
 /// Opacity of the heat-map over the image.
 pub const HEAT_ALPHA: f32 = 0.5;
+/// Height of the white strip under each panel that holds its word.
+pub const LABEL_HEIGHT: u32 = 22;
 
 /// Upsamples a row-major `[gh, gw]` map (`grid = (gh, gw)`) to `[height, width]`
 /// (`size = (height, width)`) by bilinear interpolation with half-pixel centres and clamped
@@ -121,8 +123,9 @@ pub fn overlay_heatmap(
 /// One [`overlay_heatmap`] panel per word, laid out left to right in rows of at most
 /// [`PANEL_COLUMNS`], separated by [`PANEL_GAP`] white pixels; the image is first scaled down so
 /// its longest side is at most [`PANEL_SIDE`]. `attention[i]` (`gh * gw` weights, `grid =
-/// (gh, gw)`) is the map of `words[i]`, as [`crate::Hypothesis::attention`] gives them. The words
-/// are not drawn (no font here): label the panels where the image is shown.
+/// (gh, gw)`) is the map of `words[i]`, as [`crate::Hypothesis::attention`] gives them. Each
+/// panel has a [`LABEL_HEIGHT`] strip below it with its word, drawn when a font is found
+/// ([`crate::font::system_font`]).
 pub fn attention_panel(
     image: &RgbImage,
     words: &[String],
@@ -154,7 +157,7 @@ pub fn attention_panel(
     let cols = attention.len().min(PANEL_COLUMNS);
     let rows = attention.len().div_ceil(cols);
     let out_w = cols as u32 * pw + (cols as u32 - 1) * PANEL_GAP;
-    let out_h = rows as u32 * ph + (rows as u32 - 1) * PANEL_GAP;
+    let out_h = rows as u32 * (ph + LABEL_HEIGHT) + (rows as u32 - 1) * PANEL_GAP;
     let mut out = RgbImage::from_pixel(out_w, out_h, Rgb([255, 255, 255]));
     for (i, map) in attention.iter().enumerate() {
         let panel = overlay_heatmap(&base, map, grid)?;
@@ -163,7 +166,20 @@ pub fn attention_panel(
             &mut out,
             &panel,
             (c * (pw + PANEL_GAP)) as i64,
-            (r * (ph + PANEL_GAP)) as i64,
+            (r * (ph + LABEL_HEIGHT + PANEL_GAP)) as i64,
+        );
+        let size = LABEL_HEIGHT as f32 * 0.75;
+        let word = &words[i];
+        let x = c * (pw + PANEL_GAP);
+        let y = r * (ph + LABEL_HEIGHT + PANEL_GAP) + ph;
+        let centred = x as f32 + ((pw as f32 - crate::font::text_width(word, size)) / 2.0).max(0.0);
+        crate::font::draw_text(
+            &mut out,
+            centred,
+            y as f32 + 2.0,
+            word,
+            size,
+            Rgb([0, 0, 0]),
         );
     }
     Ok(out)

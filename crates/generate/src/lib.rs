@@ -17,6 +17,7 @@ mod beam;
 mod config;
 mod constraints;
 mod error;
+pub mod font;
 pub mod heatmap;
 pub mod pipeline;
 mod single;

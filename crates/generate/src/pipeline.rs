@@ -54,7 +54,11 @@ pub struct Captioner {
 impl Captioner {
     /// Loads the bundle in `model_dir` and the encoder it was trained with (weights from
     /// `weights`, or found by [`locate_weights`]).
-    pub fn load(model_dir: &Path, weights: Option<&Path>, backend: Backend) -> Result<Self, PipelineError> {
+    pub fn load(
+        model_dir: &Path,
+        weights: Option<&Path>,
+        backend: Backend,
+    ) -> Result<Self, PipelineError> {
         let bundle = bundle::load(model_dir)?;
         let kind: EncoderKind = bundle.config.encoder.name.parse()?;
         let weights = locate_weights(kind, weights)?;
@@ -64,7 +68,9 @@ impl Captioner {
         } else {
             ResizeMode::Squash
         };
-        let loader = kind.image_loader(encoder.input_layout()).with_resize(resize);
+        let loader = kind
+            .image_loader(encoder.input_layout())
+            .with_resize(resize);
         Ok(Self {
             grid: kind.spatial_grid(),
             bundle,

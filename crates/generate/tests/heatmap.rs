@@ -1,6 +1,6 @@
 //! Attention heat-map panels.
 
-use captioner_generate::heatmap::{PANEL_GAP, PANEL_SIDE};
+use captioner_generate::heatmap::{LABEL_HEIGHT, PANEL_GAP, PANEL_SIDE};
 use captioner_generate::{attention_panel, overlay_heatmap, upsample_bilinear};
 use image::{Rgb, RgbImage};
 
@@ -25,12 +25,15 @@ fn panel_dimensions() {
     assert_eq!(PANEL_SIDE, 224);
     assert_eq!(
         out.dimensions(),
-        (5 * 224 + 4 * PANEL_GAP, 2 * 149 + PANEL_GAP)
+        (
+            5 * 224 + 4 * PANEL_GAP,
+            2 * (149 + LABEL_HEIGHT) + PANEL_GAP
+        )
     );
     // A small image keeps its size; one word, one panel.
     let small = RgbImage::from_pixel(70, 35, Rgb([0, 0, 0]));
     let one = attention_panel(&small, &words[..1], &maps[..1], (7, 7)).unwrap();
-    assert_eq!(one.dimensions(), (70, 35));
+    assert_eq!(one.dimensions(), (70, 35 + LABEL_HEIGHT));
     // Mismatched inputs are errors, not panics.
     assert!(attention_panel(&img, &words[..2], &maps[..3], (7, 7)).is_err());
     assert!(attention_panel(&img, &[], &[], (7, 7)).is_err());
@@ -44,7 +47,7 @@ fn the_hottest_cell_is_the_brightest_area() {
     let mut second = vec![0.0f32; 49];
     second[6 * 7] = 1.0; // bottom-left cell
     let out = attention_panel(&img, &words, &[hot_map(), second], (7, 7)).unwrap();
-    assert_eq!(out.dimensions(), (2 * 70 + PANEL_GAP, 70));
+    assert_eq!(out.dimensions(), (2 * 70 + PANEL_GAP, 70 + LABEL_HEIGHT));
     // Mean brightness of each 10x10 cell of panel `k`.
     let cell_lum = |k: u32, r: u32, c: u32| -> f32 {
         let x0 = k * (70 + PANEL_GAP);
@@ -104,4 +107,20 @@ fn upsample_peak_stays_at_its_cell() {
     let (y, x) = (i / 140, i % 140);
     assert_eq!((y / 10, x / 20), (2, 5));
     assert!(up.iter().all(|&v| (0.01..=0.51).contains(&v)));
+}
+
+#[test]
+fn each_panel_is_labelled_with_its_word_when_a_font_exists() {
+    let img = RgbImage::from_pixel(100, 100, Rgb([128, 128, 128]));
+    let words = vec!["dog".to_string(), "".to_string()];
+    let out = attention_panel(&img, &words, &[hot_map(), hot_map()], (7, 7)).unwrap();
+    let dark_in_strip = |k: u32| {
+        (100..100 + LABEL_HEIGHT)
+            .flat_map(|y| (0..100).map(move |x| (x, y)))
+            .filter(|&(x, y)| lum(out.get_pixel(k * (100 + PANEL_GAP) + x, y)) < 128.0)
+            .count()
+    };
+    let font = captioner_generate::font::system_font().is_some();
+    assert_eq!(dark_in_strip(0) > 20, font, "label of `dog`");
+    assert_eq!(dark_in_strip(1), 0, "an empty word leaves the strip white");
 }

@@ -1,6 +1,7 @@
 //! Caption evaluation identical to the COCO caption evaluation code (pycocoevalcap 1.2,
 //! <https://github.com/salaniz/pycocoevalcap>), in pure Rust with no Java: PTB tokenisation,
-//! BLEU-1..4, ROUGE-L and CIDEr-D, at corpus level and per image.
+//! BLEU-1..4, ROUGE-L and CIDEr-D, at corpus level and per image, and METEOR 1.5 ([`meteor`],
+//! which needs pycocoevalcap's METEOR data files at run time).
 //!
 //! ```
 //! let references = vec![
@@ -18,6 +19,7 @@
 
 mod bleu;
 pub mod cider;
+pub mod meteor;
 mod rouge;
 pub mod tokenizer;
 mod words;

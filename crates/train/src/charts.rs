@@ -4,28 +4,14 @@ use plotters::prelude::*;
 use std::path::Path;
 use std::sync::OnceLock;
 
-/// Fonts tried for labels; plotters' pure-Rust text needs a TrueType file, and without one the
-/// charts are drawn without text rather than not at all.
-const FONT_PATHS: [&str; 3] = [
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/Library/Fonts/Arial.ttf",
-];
-
+/// Registers the system font with plotters once; without one, charts are drawn without text
+/// rather than not at all.
 fn font_available() -> bool {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     *REGISTERED.get_or_init(|| {
-        let path = std::env::var("CAPTIONER_FONT").ok();
-        let candidates = path.iter().map(String::as_str).chain(FONT_PATHS);
-        for p in candidates {
-            if let Ok(bytes) = std::fs::read(p) {
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return true;
-                }
-            }
-        }
-        false
+        captioner_generate::font::system_font().is_some_and(|bytes| {
+            plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
+        })
     })
 }
 
@@ -60,7 +46,10 @@ fn plot(path: &Path, title: &str, x_label: &str, lines: &[Series]) -> Result<(),
     let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut builder = ChartBuilder::on(&root);
-    builder.margin(15).x_label_area_size(40).y_label_area_size(60);
+    builder
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60);
     if text {
         builder.caption(title, ("sans-serif", 22));
     }
@@ -71,7 +60,10 @@ fn plot(path: &Path, title: &str, x_label: &str, lines: &[Series]) -> Result<(),
     if text {
         mesh.x_desc(x_label);
     } else {
-        mesh.disable_x_mesh().disable_y_mesh().x_labels(0).y_labels(0);
+        mesh.disable_x_mesh()
+            .disable_y_mesh()
+            .x_labels(0)
+            .y_labels(0);
     }
     mesh.draw().map_err(|e| e.to_string())?;
     for (name, s, color) in lines {
@@ -116,9 +108,21 @@ pub(crate) fn draw(run: &Path, records: &[serde_json::Value]) -> Result<(), Stri
         "Validation (greedy), %",
         "epoch",
         &[
-            ("BLEU-1".into(), series(records, "epoch", "epoch", "bleu1"), GREEN),
-            ("BLEU-4".into(), series(records, "epoch", "epoch", "bleu4"), BLUE),
-            ("CIDEr-D".into(), series(records, "epoch", "epoch", "cider_d"), RED),
+            (
+                "BLEU-1".into(),
+                series(records, "epoch", "epoch", "bleu1"),
+                GREEN,
+            ),
+            (
+                "BLEU-4".into(),
+                series(records, "epoch", "epoch", "bleu4"),
+                BLUE,
+            ),
+            (
+                "CIDEr-D".into(),
+                series(records, "epoch", "epoch", "cider_d"),
+                RED,
+            ),
         ],
     )
 }

@@ -2,10 +2,10 @@
 //! written as one directory swap so a run killed at any moment resumes from a consistent state.
 
 use crate::{io_err, TrainError};
+use captioner_data::Vocab;
 use captioner_decode::bundle::{self, BundleConfig, WeightDtype};
 use captioner_decode::optim::OptimizerState;
 use captioner_decode::Decoder;
-use captioner_data::Vocab;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -93,7 +93,8 @@ pub(crate) fn load_state(dir: &Path) -> Result<(TrainerState, OptimizerState), T
         .map_err(|e| TrainError::Resume(format!("{}: {e}", p.display())))?;
     let p = dir.join(OPTIMIZER_FILE);
     let bytes = std::fs::read(&p).map_err(io_err(&p))?;
-    let opt = parse_optimizer(&bytes).map_err(|m| TrainError::Resume(format!("{}: {m}", p.display())))?;
+    let opt =
+        parse_optimizer(&bytes).map_err(|m| TrainError::Resume(format!("{}: {m}", p.display())))?;
     Ok((state, opt))
 }
 
@@ -102,7 +103,13 @@ fn optimizer_bytes(state: &OptimizerState) -> Result<Vec<u8>, String> {
         .buffers
         .iter()
         .filter(|(_, v)| !v.is_empty())
-        .map(|(n, v)| (n.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect(), v.len()))
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                v.len(),
+            )
+        })
         .collect();
     let views = bufs
         .iter()
@@ -170,7 +177,15 @@ mod tests {
         names.sort();
         assert_eq!(names, ["exp_avg", "exp_avg_sq"]);
         let filled = fill_missing(back, &state);
-        let get = |n: &str| filled.buffers.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        let get = |n: &str| {
+            filled
+                .buffers
+                .iter()
+                .find(|(k, _)| k == n)
+                .unwrap()
+                .1
+                .clone()
+        };
         assert_eq!(get("exp_avg"), state.buffers[0].1);
         assert_eq!(get("unused"), Vec::<f32>::new());
     }

@@ -29,12 +29,24 @@ pub struct FeatureRows {
 impl<'c> FeatureSource<'c> {
     /// A source for `dataset`'s images (every one must be cached), with the spatial grid when
     /// `spatial`.
-    pub fn new(cache: &'c FeatureCache, dataset: &Dataset, spatial: bool) -> Result<Self, TrainError> {
-        Self::from_ids(cache, dataset.images.iter().map(|i| i.id.to_string()).collect(), spatial)
+    pub fn new(
+        cache: &'c FeatureCache,
+        dataset: &Dataset,
+        spatial: bool,
+    ) -> Result<Self, TrainError> {
+        Self::from_ids(
+            cache,
+            dataset.images.iter().map(|i| i.id.to_string()).collect(),
+            spatial,
+        )
     }
 
     /// A source for the images with these cache ids (row `k` is `ids[k]`).
-    pub fn from_ids(cache: &'c FeatureCache, ids: Vec<String>, spatial: bool) -> Result<Self, TrainError> {
+    pub fn from_ids(
+        cache: &'c FeatureCache,
+        ids: Vec<String>,
+        spatial: bool,
+    ) -> Result<Self, TrainError> {
         if let Some(missing) = ids.iter().find(|id| !cache.contains(id)) {
             return Err(TrainError::Data(format!(
                 "image {missing} is not in the feature cache {}",
@@ -98,7 +110,9 @@ impl<'c> FeatureSource<'c> {
                         &mut out.spatial[k * cells * dim..(k + 1) * cells * dim],
                     ));
             if !ok {
-                return Err(TrainError::Data(format!("image {id} vanished from the cache")));
+                return Err(TrainError::Data(format!(
+                    "image {id} vanished from the cache"
+                )));
             }
         }
         Ok(())
@@ -146,8 +160,14 @@ impl TrainData {
             }
             ds
         };
-        let train = keep_cached(dataset.filtered(Some(split(&config.train_split)?)), "training");
-        let mut val = keep_cached(dataset.filtered(Some(split(&config.val_split)?)), "validation");
+        let train = keep_cached(
+            dataset.filtered(Some(split(&config.train_split)?)),
+            "training",
+        );
+        let mut val = keep_cached(
+            dataset.filtered(Some(split(&config.val_split)?)),
+            "validation",
+        );
         if config.val_images > 0 {
             val.images.truncate(config.val_images);
         }
@@ -189,8 +209,19 @@ impl TrainData {
     }
 
     /// The batcher over validation captions (all pairs, fixed order).
-    pub fn val_batcher(&self, config: &DataConfig, batch_size: usize) -> Result<Batcher, TrainError> {
-        batcher(&self.val, config, &self.vocab, batch_size, Sampling::AllPairs, 0)
+    pub fn val_batcher(
+        &self,
+        config: &DataConfig,
+        batch_size: usize,
+    ) -> Result<Batcher, TrainError> {
+        batcher(
+            &self.val,
+            config,
+            &self.vocab,
+            batch_size,
+            Sampling::AllPairs,
+            0,
+        )
     }
 }
 

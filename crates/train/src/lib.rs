@@ -22,9 +22,7 @@ mod trainer;
 pub use data::{open_cache, FeatureRows, FeatureSource, TrainData};
 pub use predict::caption_cached;
 pub use preset::{DataConfig, OptimizerKind, Preset, Sampling, Schedule, TrainConfig};
-pub use trainer::{
-    train, EpochReport, NullObserver, Observer, RunOptions, RunOutcome, StepReport,
-};
+pub use trainer::{train, EpochReport, NullObserver, Observer, RunOptions, RunOutcome, StepReport};
 
 use std::path::PathBuf;
 

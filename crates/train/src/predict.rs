@@ -7,7 +7,11 @@ use captioner_decode::{Decoder, Features};
 use captioner_generate::{generate, GenerateConfig};
 
 /// Features of `rows` images gathered from `source`, as the decoders take them.
-pub(crate) fn features<'a>(rows: &'a FeatureRows, n: usize, source: &FeatureSource) -> Features<'a> {
+pub(crate) fn features<'a>(
+    rows: &'a FeatureRows,
+    n: usize,
+    source: &FeatureSource,
+) -> Features<'a> {
     Features {
         batch: n,
         dim: source.dim(),
@@ -34,7 +38,11 @@ pub fn caption_cached(
         source.gather(chunk, &mut rows)?;
         let feats = features(&rows, chunk.len(), source);
         for hyps in generate(decoder, &feats, config)? {
-            out.push(hyps.first().map(|h| vocab.decode(&h.tokens)).unwrap_or_default());
+            out.push(
+                hyps.first()
+                    .map(|h| vocab.decode(&h.tokens))
+                    .unwrap_or_default(),
+            );
         }
         progress(chunk.len());
     }

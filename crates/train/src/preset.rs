@@ -232,12 +232,9 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("p.toml") && e.contains("learning_rate"), "{e}");
-        let e = Preset::from_toml(
-            "[model]\nkind = \"sat\"\nhiden = 3\n",
-            Path::new("p.toml"),
-        )
-        .unwrap_err()
-        .to_string();
+        let e = Preset::from_toml("[model]\nkind = \"sat\"\nhiden = 3\n", Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("hiden"), "{e}");
         let e = Preset::from_toml(
             "[model]\nkind = \"sat\"\n[train]\nlr = -1.0\n",

@@ -5,7 +5,13 @@ use crate::preset::Schedule;
 
 /// The learning rate at `step` (0-based) of `total_steps`, given the peak rate and the plateau
 /// multiplier accumulated so far.
-pub(crate) fn lr_at(schedule: &Schedule, peak: f32, step: u64, total_steps: u64, plateau: f32) -> f32 {
+pub(crate) fn lr_at(
+    schedule: &Schedule,
+    peak: f32,
+    step: u64,
+    total_steps: u64,
+    plateau: f32,
+) -> f32 {
     match *schedule {
         Schedule::Constant => peak,
         Schedule::Plateau { min_lr, .. } => (peak * plateau).max(min_lr),

@@ -3,14 +3,16 @@
 use crate::charts;
 use crate::checkpoint::{self, TrainerState};
 use crate::data::{open_cache, FeatureRows, FeatureSource, TrainData};
+use crate::predict::{caption_cached, features};
 use crate::preset::{OptimizerKind, Preset, Schedule};
 use crate::schedule::lr_at;
 use crate::{io_err, TrainError};
 use captioner_data::{Batch, Batcher, Vocab};
 use captioner_decode::bundle::{self, BundleConfig, EncoderInfo, WeightDtype, BUNDLE_FORMAT};
-use captioner_decode::optim::{clip_grad_norm, Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig};
+use captioner_decode::optim::{
+    clip_grad_norm, Adam, AdamConfig, Optimizer, RmsProp, RmsPropConfig,
+};
 use captioner_decode::{Decoder, ModelDims, PassOptions, TeacherBatch};
-use crate::predict::{caption_cached, features};
 use captioner_generate::{GenerateConfig, Strategy};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -176,7 +178,10 @@ impl Log {
             if let Ok(text) = std::fs::read_to_string(&path) {
                 for line in text.lines() {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-                        if v.get("step").and_then(|s| s.as_u64()).is_some_and(|s| s <= limit) {
+                        if v.get("step")
+                            .and_then(|s| s.as_u64())
+                            .is_some_and(|s| s <= limit)
+                        {
                             records.push(v);
                         }
                     }
@@ -246,7 +251,14 @@ fn validate(
         max_words: VAL_MAX_WORDS,
         ..GenerateConfig::default()
     };
-    let hyps = caption_cached(&*decoder, &data.vocab, source, &cfg, VAL_GEN_BATCH, &mut |_| {})?;
+    let hyps = caption_cached(
+        &*decoder,
+        &data.vocab,
+        source,
+        &cfg,
+        VAL_GEN_BATCH,
+        &mut |_| {},
+    )?;
     let refs: Vec<Vec<&str>> = data
         .val
         .images
@@ -315,7 +327,11 @@ pub fn train(
     let dims = ModelDims {
         vocab: data.vocab.len(),
         feature_dim: train_src.dim(),
-        cells: if spatial { cache.meta().spatial_cells.unwrap_or(0) } else { 0 },
+        cells: if spatial {
+            cache.meta().spatial_cells.unwrap_or(0)
+        } else {
+            0
+        },
     };
     let bundle_config = BundleConfig {
         format: BUNDLE_FORMAT,
@@ -385,7 +401,14 @@ pub fn train(
                      state: &mut TrainerState|
      -> Result<(), TrainError> {
         state.seconds = seconds_before + process_start.elapsed().as_secs_f64();
-        checkpoint::save_last(run, &bundle_config, decoder, &data.vocab, &optimizer.state(), state)
+        checkpoint::save_last(
+            run,
+            &bundle_config,
+            decoder,
+            &data.vocab,
+            &optimizer.state(),
+            state,
+        )
     };
 
     while !state.finished && state.epoch < t.epochs {
@@ -411,7 +434,13 @@ pub fn train(
             } else {
                 f32::NAN
             };
-            let lr = lr_at(&t.schedule, t.lr, state.global_step, total_steps, state.plateau_scale);
+            let lr = lr_at(
+                &t.schedule,
+                t.lr,
+                state.global_step,
+                total_steps,
+                state.plateau_scale,
+            );
             optimizer.set_lr(lr);
             let (values, grads) = decoder.params_mut().flat_mut();
             optimizer.step(values, grads)?;
@@ -456,7 +485,13 @@ pub fn train(
         }
 
         observer.validating(data.val.images.len());
-        let v = validate(&mut *decoder, &data, &val_batcher, &val_src, t.label_smoothing)?;
+        let v = validate(
+            &mut *decoder,
+            &data,
+            &val_batcher,
+            &val_src,
+            t.label_smoothing,
+        )?;
         let epoch = state.epoch + 1;
         let improved = state.best_cider.is_none_or(|b| v.cider_d > b);
         if improved {
@@ -472,7 +507,10 @@ pub fn train(
         } else {
             state.epochs_since_best += 1;
         }
-        if let Schedule::Plateau { factor, patience, .. } = t.schedule {
+        if let Schedule::Plateau {
+            factor, patience, ..
+        } = t.schedule
+        {
             if improved {
                 state.plateau_wait = 0;
             } else {
@@ -480,7 +518,9 @@ pub fn train(
                 if state.plateau_wait >= patience {
                     state.plateau_scale *= factor;
                     state.plateau_wait = 0;
-                    observer.note(&format!("validation CIDEr-D flat for {patience} epochs: learning rate x{factor}"));
+                    observer.note(&format!(
+                        "validation CIDEr-D flat for {patience} epochs: learning rate x{factor}"
+                    ));
                 }
             }
         }
@@ -492,7 +532,13 @@ pub fn train(
             bleu1: v.bleu1,
             bleu4: v.bleu4,
             cider_d: v.cider_d,
-            lr: lr_at(&t.schedule, t.lr, state.global_step, total_steps, state.plateau_scale),
+            lr: lr_at(
+                &t.schedule,
+                t.lr,
+                state.global_step,
+                total_steps,
+                state.plateau_scale,
+            ),
             seconds: epoch_start.elapsed().as_secs_f64(),
             is_best: improved,
             peak_rss_mib: peak_rss_mib(),

@@ -20,7 +20,9 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
         std::fs::write(data.join(format!("img{i}.jpg")), b"").unwrap();
         for _ in 0..2 {
             let n = rng.random_range(3..7);
-            let caption: Vec<&str> = (0..n).map(|_| WORDS[rng.random_range(0..WORDS.len())]).collect();
+            let caption: Vec<&str> = (0..n)
+                .map(|_| WORDS[rng.random_range(0..WORDS.len())])
+                .collect();
             csv.push_str(&format!("img{i}.jpg,{},{split}\n", caption.join(" ")));
         }
     }
@@ -36,7 +38,8 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     for i in 0..24 {
         let pooled: Vec<f32> = (0..6).map(|_| rng.random_range(-1.0..1.0)).collect();
         let spatial: Vec<f32> = (0..24).map(|_| rng.random_range(-1.0..1.0)).collect();
-        w.push(&format!("img{i}.jpg"), &pooled, Some(&spatial)).unwrap();
+        w.push(&format!("img{i}.jpg"), &pooled, Some(&spatial))
+            .unwrap();
     }
     w.finish().unwrap();
     (data, cache)
@@ -106,7 +109,10 @@ fn check_resume_is_bit_identical(model: &str) {
     let out = train(&p, &opts, &mut NullObserver).unwrap();
     assert!(out.killed);
     let again = train(&p, &opts, &mut NullObserver);
-    assert!(again.is_err(), "a second fresh run into the same directory must refuse");
+    assert!(
+        again.is_err(),
+        "a second fresh run into the same directory must refuse"
+    );
     let out = train(
         &p,
         &RunOptions {
@@ -136,12 +142,16 @@ fn check_resume_is_bit_identical(model: &str) {
 
 #[test]
 fn gru_init_resume_is_bit_identical() {
-    check_resume_is_bit_identical("kind = \"gru-init\"\nembed = 8\nhidden = 12\nlayers = 2\ndropout = 0.2");
+    check_resume_is_bit_identical(
+        "kind = \"gru-init\"\nembed = 8\nhidden = 12\nlayers = 2\ndropout = 0.2",
+    );
 }
 
 #[test]
 fn merge_lstm_resume_is_bit_identical() {
-    check_resume_is_bit_identical("kind = \"merge-lstm\"\nembed = 8\nhidden = 8\nproj = 6\ndropout = 0.5");
+    check_resume_is_bit_identical(
+        "kind = \"merge-lstm\"\nembed = 8\nhidden = 8\nproj = 6\ndropout = 0.5",
+    );
 }
 
 #[test]

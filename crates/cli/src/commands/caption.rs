@@ -167,7 +167,10 @@ pub fn expand_inputs(inputs: &[String]) -> anyhow::Result<Vec<PathBuf>> {
             out.push(path.to_path_buf());
         } else if input.contains(['*', '?', '[']) {
             let paths = glob::glob(input).with_context(|| format!("bad glob pattern `{input}`"))?;
-            let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+            let mut matched: Vec<PathBuf> = paths
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect();
             matched.sort();
             if matched.is_empty() {
                 tracing::warn!("{input}: the pattern matches no file");

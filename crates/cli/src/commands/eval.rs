@@ -1,5 +1,6 @@
-//! `captioner eval`: score captions against reference captions with BLEU-1..4, ROUGE-L and
-//! CIDEr-D, numbers identical to the COCO caption evaluation code (pycocoevalcap 1.2).
+//! `captioner eval`: score captions against reference captions with BLEU-1..4, METEOR, ROUGE-L
+//! and CIDEr-D, numbers identical to the COCO caption evaluation code (pycocoevalcap 1.2).
+//! METEOR needs pycocoevalcap's METEOR data files (`--meteor-data`); without them it is skipped.
 //!
 //! The work happens in `captioner-metrics`; references come from `captioner-data`'s readers.
 //!
@@ -43,7 +44,12 @@ pub struct Args {
     split: Option<Split>,
 
     /// Captions to score, COCO results format: `[{"image_id": ..., "caption": ...}, ...]`.
-    #[arg(long, value_name = "FILE", required_unless_present = "model", conflicts_with = "model")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "model",
+        conflicts_with = "model"
+    )]
     results: Option<PathBuf>,
 
     /// Instead of --results: caption every annotated image (after --split) with this model
@@ -79,6 +85,11 @@ pub struct Args {
     /// Fail when an annotated image has no result (default: warn and score the others).
     #[arg(long)]
     require_all: bool,
+
+    /// METEOR data folder (pycocoevalcap's `meteor/` folder with meteor-1.5.jar and
+    /// data/paraphrase-en.gz); without it METEOR is skipped with a note on how to get it.
+    #[arg(long, value_name = "DIR", env = "CAPTIONER_METEOR_DATA")]
+    meteor_data: Option<PathBuf>,
 
     /// Print how long loading, tokenising and scoring took (to stderr).
     #[arg(long)]
@@ -199,9 +210,27 @@ pub fn run(args: Args) -> Result<()> {
     let t_score = Instant::now();
     let scores = captioner_metrics::evaluate_tokenized(&ref_tokens, &cand_tokens)
         .context("scoring the results")?;
+    let meteor = match captioner_metrics::meteor::Meteor::load_default(args.meteor_data.as_deref())
+    {
+        Ok(m) => Some(
+            m.evaluate_tokenized(&ref_tokens, &cand_tokens)
+                .context("scoring METEOR")?,
+        ),
+        Err(e) => {
+            eprintln!("METEOR skipped: {e}");
+            None
+        }
+    };
     let scored = t_score.elapsed();
 
-    print!("{}", table(&scores.corpus, results.len()));
+    print!(
+        "{}",
+        table(
+            &scores.corpus,
+            meteor.as_ref().map(|m| m.corpus),
+            results.len()
+        )
+    );
 
     let output = args
         .output
@@ -210,6 +239,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut corpus = serde_json::Map::new();
     for (name, v) in METRICS.iter().zip(values(&scores.corpus)) {
         corpus.insert((*name).to_owned(), json!(v));
+    }
+    if let Some(m) = &meteor {
+        corpus.insert("METEOR".to_owned(), json!(m.corpus));
     }
     corpus.insert("images".to_owned(), json!(results.len()));
     write_file(
@@ -220,12 +252,15 @@ pub fn run(args: Args) -> Result<()> {
 
     if let Some(path) = &args.per_image {
         let mut text = String::new();
-        for ((id, caption), s) in results.iter().zip(&scores.per_image) {
+        for (k, ((id, caption), s)) in results.iter().zip(&scores.per_image).enumerate() {
             let mut line = serde_json::Map::new();
             line.insert("image_id".to_owned(), serde_json::to_value(id)?);
             line.insert("caption".to_owned(), json!(caption));
             for (name, v) in METRICS.iter().zip(values(s)) {
                 line.insert((*name).to_owned(), json!(v));
+            }
+            if let Some(m) = meteor.as_ref().and_then(|m| m.per_image.get(k)) {
+                line.insert("METEOR".to_owned(), json!(m));
             }
             writeln!(text, "{}", Value::Object(line))?;
         }
@@ -265,11 +300,8 @@ fn generate_results(
         );
     }
     let ids: Vec<String> = dataset.images.iter().map(|i| i.id.to_string()).collect();
-    let source = captioner_train::FeatureSource::from_ids(
-        &cache,
-        ids,
-        bundle.decoder.needs_spatial(),
-    )?;
+    let source =
+        captioner_train::FeatureSource::from_ids(&cache, ids, bundle.decoder.needs_spatial())?;
     let strategy = if args.beam <= 1 {
         captioner_generate::Strategy::Greedy
     } else {
@@ -398,10 +430,15 @@ fn read_results(path: &Path) -> Result<Vec<(ImageId, String)>> {
     Ok(out)
 }
 
-fn table(s: &MetricScores, images: usize) -> String {
+fn table(s: &MetricScores, meteor: Option<f64>, images: usize) -> String {
     let mut out = format!("{:<8} {:>8}\n", "metric", "score");
     for (name, v) in METRICS.iter().zip(values(s)) {
         let _ = writeln!(out, "{name:<8} {v:>8.4}");
+        if *name == "Bleu_4" {
+            if let Some(m) = meteor {
+                let _ = writeln!(out, "{:<8} {m:>8.4}", "METEOR");
+            }
+        }
     }
     let _ = writeln!(out, "({images} images)");
     out

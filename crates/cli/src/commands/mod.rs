@@ -2,6 +2,7 @@
 
 pub mod caption;
 pub mod eval;
+pub mod export;
 pub mod extract;
 pub mod inspect;
 pub mod serve;

@@ -9,8 +9,9 @@
 //!
 //! with `h0 = init_h(mean_p S)`, `c0 = init_c(mean_p S)`. The objective is the mean token
 //! cross-entropy plus the doubly-stochastic penalty
-//! `alpha_c · mean_b Σ_p (1 - Σ_{t valid} alpha_{t,b,p})²` (a step is valid when its target is not
-//! padding). Unlike sgrvinod, rows are not sorted by length: padding targets are masked instead.
+//! `alpha_c · mean_{b,p} (1 - Σ_{t valid} alpha_{t,b,p})²` (a step is valid when its target is not
+//! padding), averaged over cells as sgrvinod's `train.py` does; the paper's sum over cells is
+//! `P` times larger and, at `alpha_c = 1` over 49 cells, outweighs the caption loss. Unlike sgrvinod, rows are not sorted by length: padding targets are masked instead.
 //!
 //! Forward and backward are written out explicitly over time-major buffers kept in the struct:
 //! the embedding half of the LSTM input projection is one GEMM for all steps up front, only the
@@ -888,7 +889,7 @@ impl Decoder for Sat {
             .iter()
             .map(|&c| (1.0 - c as f64) * (1.0 - c as f64))
             .sum();
-        let regulariser = (alpha_c as f64 * reg_sum / b as f64) as f32;
+        let regulariser = (alpha_c as f64 * reg_sum / (b * p) as f64) as f32;
 
         // Dropout and the fused vocabulary loss.
         let use_mask = dropout > 0.0;
@@ -956,7 +957,7 @@ impl Decoder for Sat {
             }
         }
         // d regulariser / d alpha_{t,b,p} for a valid step.
-        let k = 2.0 * alpha_c / b as f32;
+        let k = 2.0 * alpha_c / (b * p) as f32;
         for c in wk.cover.iter_mut() {
             *c = k * (*c - 1.0);
         }

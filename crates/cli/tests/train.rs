@@ -1,0 +1,100 @@
+//! `captioner train` and `captioner export` at the command line: what a user sees when something
+//! is wrong, and a bundle round trip.
+
+use std::process::{Command, Output};
+
+fn run(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_captioner"))
+        .args(args)
+        .output()
+        .expect("run captioner")
+}
+
+#[test]
+fn a_preset_typo_names_the_file_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let preset = dir.path().join("p.toml");
+    std::fs::write(
+        &preset,
+        "[model]\nkind = \"sat\"\n\n[train]\nepochs = 2\nbatchsize = 8\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "train".as_ref(),
+        "--preset".as_ref(),
+        preset.as_os_str(),
+        "--out".as_ref(),
+        dir.path().join("run").as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("p.toml") && stderr.contains("batchsize"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_feature_cache_says_how_to_make_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let preset = dir.path().join("p.toml");
+    std::fs::write(&preset, "[model]\nkind = \"gru-init\"\n").unwrap();
+    let missing = dir.path().join("no-such-cache");
+    let out = run(&[
+        "train".as_ref(),
+        "--preset".as_ref(),
+        preset.as_os_str(),
+        "--out".as_ref(),
+        dir.path().join("run").as_os_str(),
+        "--features".as_ref(),
+        missing.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no-such-cache") && stderr.contains("captioner extract"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_committed_preset_parses() {
+    let configs = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(configs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            captioner_train::Preset::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(
+        n >= 5,
+        "expected the four architecture presets and the default"
+    );
+}
+
+#[test]
+fn export_writes_an_f16_bundle_that_loads_with_the_same_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default");
+    let out_dir = dir.path().join("copy");
+    let out = run(&[
+        "export".as_ref(),
+        "--model".as_ref(),
+        model.as_ref(),
+        "--out".as_ref(),
+        out_dir.as_os_str(),
+        "--f16".as_ref(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = captioner_decode::bundle::load(std::path::Path::new(model)).unwrap();
+    let b = captioner_decode::bundle::load(&out_dir).unwrap();
+    assert_eq!(a.config, b.config);
+    assert_eq!(a.decoder.params().values(), b.decoder.params().values());
+    assert_eq!(a.vocab.words(), b.vocab.words());
+}
