@@ -345,7 +345,11 @@ pub fn train(
         training: serde_json::json!({ "preset": preset }),
     };
     let (mut decoder, mut state, opt_state) = match resumed {
-        Some((b, state, opt)) => {
+        Some((b, mut state, opt)) => {
+            // More epochs than the finished run had (`--epochs`) extend it; a run that stopped
+            // early stays stopped.
+            state.finished = state.epoch >= t.epochs
+                || (t.early_stopping > 0 && state.epochs_since_best >= t.early_stopping);
             observer.note(&format!(
                 "resuming from step {} (epoch {}, batch {})",
                 state.global_step,

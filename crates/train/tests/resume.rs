@@ -167,3 +167,48 @@ fn transformer_resume_is_bit_identical() {
         "kind = \"transformer\"\nd_model = 8\nheads = 2\nlayers = 2\nff = 16\ndropout = 0.1\nmax_len = 40",
     );
 }
+
+#[test]
+fn a_diverging_run_stops_naming_the_step_and_keeps_the_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, cache) = fixture(tmp.path());
+    let mut p = preset(
+        "kind = \"gru-init\"\nembed = 8\nhidden = 12\nlayers = 2",
+        &data,
+        &cache,
+    );
+    // One clean epoch (4 steps), then a learning rate of 1e30: the step-5 update blows the
+    // weights up, the step-6 checkpoint still holds finite numbers, step 7's loss is NaN.
+    let run = tmp.path().join("run");
+    let opts = RunOptions {
+        run_dir: run.clone(),
+        ..RunOptions::default()
+    };
+    p.train.epochs = 1;
+    train(&p, &opts, &mut NullObserver).unwrap();
+    p.train.epochs = 3;
+    p.train.lr = 1e30;
+    p.train.grad_clip = 0.0;
+    let err = train(
+        &p,
+        &RunOptions {
+            resume: true,
+            ..opts
+        },
+        &mut NullObserver,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("NaN at step 7 (epoch 2)") && err.contains("last"),
+        "{err}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("last/trainer.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        state["global_step"], 6,
+        "the checkpoint before the failing step is kept"
+    );
+    assert!(captioner_decode::bundle::load(&run.join("last")).is_ok());
+}
