@@ -71,6 +71,17 @@ pub fn evaluate<R: AsRef<str> + Sync, C: AsRef<str> + Sync>(
     references: &[Vec<R>],
     candidates: &[C],
 ) -> Result<Scores, MetricsError> {
+    let (refs, cands) = tokenize_pairs(references, candidates)?;
+    evaluate_tokenized(&refs, &cands)
+}
+
+/// Checks the shapes and tokenises as pycocoevalcap does: all references in one tokenizer
+/// call, all candidates in another, both in image order.
+#[allow(clippy::type_complexity)]
+pub(crate) fn tokenize_pairs<R: AsRef<str> + Sync, C: AsRef<str> + Sync>(
+    references: &[Vec<R>],
+    candidates: &[C],
+) -> Result<(Vec<Vec<String>>, Vec<String>), MetricsError> {
     check_shapes(
         references.iter().map(Vec::len),
         references.len(),
@@ -82,8 +93,7 @@ pub fn evaluate<R: AsRef<str> + Sync, C: AsRef<str> + Sync>(
         .iter()
         .map(|r| tokenized.by_ref().take(r.len()).collect())
         .collect();
-    let cands = tokenizer::tokenize_all(candidates);
-    evaluate_tokenized(&refs, &cands)
+    Ok((refs, tokenizer::tokenize_all(candidates)))
 }
 
 /// Score captions that are already tokenised (tokens joined by spaces, as

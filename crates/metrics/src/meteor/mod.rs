@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::{check_shapes, tokenizer, MetricsError};
+use crate::{check_shapes, MetricsError};
 use align::{Sentence, MODULES};
 use data::Resources;
 
@@ -401,18 +401,7 @@ impl Meteor {
         references: &[Vec<R>],
         candidates: &[C],
     ) -> Result<MeteorScores, MetricsError> {
-        check_shapes(
-            references.iter().map(Vec::len),
-            references.len(),
-            candidates.len(),
-        )?;
-        let flat: Vec<&str> = references.iter().flatten().map(AsRef::as_ref).collect();
-        let mut tokenized = tokenizer::tokenize_all(&flat).into_iter();
-        let refs: Vec<Vec<String>> = references
-            .iter()
-            .map(|r| tokenized.by_ref().take(r.len()).collect())
-            .collect();
-        let cands = tokenizer::tokenize_all(candidates);
+        let (refs, cands) = crate::tokenize_pairs(references, candidates)?;
         self.evaluate_tokenized(&refs, &cands)
     }
 }
