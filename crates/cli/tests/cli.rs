@@ -51,17 +51,17 @@ fn verbose_and_quiet_conflict() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }
 
-/// Subcommands whose issues have not landed must say so and fail, not pretend to work.
+/// `serve` with a model folder that does not exist fails before binding, naming the folder.
 #[test]
-fn unbuilt_subcommands_say_not_implemented_and_fail() {
+fn serve_with_a_missing_model_names_it() {
     let out = captioner()
-        .args(["serve", "anything"])
+        .args(["serve", "--model", "no/such/model", "--port", "0"])
         .output()
         .expect("run captioner");
     assert!(!out.status.success(), "`captioner serve` succeeded");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("not implemented yet"),
+        stderr.contains("no/such/model"),
         "`captioner serve` stderr: {stderr}"
     );
 }
