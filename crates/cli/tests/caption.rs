@@ -3,19 +3,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn shared_data() -> PathBuf {
-    let dir = std::env::var_os("CAPTIONER_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"))
-        });
-    assert!(
-        dir.join("flickr8k/images").is_dir(),
-        "shared data not found at {} (set CAPTIONER_SHARED_DATA)",
-        dir.display()
-    );
-    dir
-}
+mod common;
+use common::shared_data;
 
 fn image(name: &str) -> PathBuf {
     shared_data().join("flickr8k/images").join(name)

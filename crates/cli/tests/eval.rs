@@ -6,22 +6,11 @@ use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
+mod common;
+use common::shared_data;
+
 fn captioner() -> Command {
     Command::new(env!("CARGO_BIN_EXE_captioner"))
-}
-
-fn shared_data() -> PathBuf {
-    let dir = std::env::var_os("CAPTIONER_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"))
-        });
-    assert!(
-        dir.join("flickr8k/Flickr8k.token.txt").is_file(),
-        "shared data not found at {} (set CAPTIONER_SHARED_DATA)",
-        dir.display()
-    );
-    dir
 }
 
 fn write_json(path: &Path, v: &Value) {

@@ -5,19 +5,8 @@ use std::process::{Command, Output};
 
 use captioner_encode::cache::FeatureCache;
 
-fn shared_data() -> PathBuf {
-    let dir = std::env::var_os("CAPTIONER_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"))
-        });
-    assert!(
-        dir.join("models/efficientnet-lite0").is_dir(),
-        "shared data not found at {} (set CAPTIONER_SHARED_DATA)",
-        dir.display()
-    );
-    dir
-}
+mod common;
+use common::shared_data;
 
 fn weights() -> PathBuf {
     shared_data().join("models/efficientnet-lite0/efficientnet-lite0.safetensors")

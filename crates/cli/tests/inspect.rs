@@ -3,19 +3,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn shared_data() -> PathBuf {
-    let dir = std::env::var_os("CAPTIONER_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"))
-        });
-    assert!(
-        dir.join("models/efficientnet-lite0").is_dir(),
-        "shared data not found at {} (set CAPTIONER_SHARED_DATA)",
-        dir.display()
-    );
-    dir
-}
+mod common;
+use common::shared_data;
 
 fn captioner() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_captioner"));

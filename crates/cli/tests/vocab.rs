@@ -1,21 +1,9 @@
 //! `captioner vocab` end to end on the shared Flickr8k.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn shared_data() -> PathBuf {
-    let dir = std::env::var_os("CAPTIONER_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"))
-        });
-    assert!(
-        dir.join("flickr8k").is_dir(),
-        "shared data not found at {} (set CAPTIONER_SHARED_DATA)",
-        dir.display()
-    );
-    dir
-}
+mod common;
+use common::shared_data;
 
 fn captioner(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_captioner"))
