@@ -17,7 +17,9 @@
 //! backward through the layers in reverse, and the `h0` gradients of all layers summed before
 //! the `tanh` backward.
 
+use super::common::{dropout, embed, linear, time_major_into, zeroed};
 use crate::config::ModelDims;
+use crate::kernels::act;
 use crate::kernels::add_col_sums;
 use crate::kernels::gemm::{gemm, Trans};
 use crate::kernels::gru::{
@@ -25,13 +27,12 @@ use crate::kernels::gru::{
 };
 use crate::kernels::lstm::SeqDims;
 use crate::kernels::softmax_xent::{linear_xent, XentConfig, XentDims, XentGrads, XentWorkspace};
-use crate::kernels::{act, KernelError};
 use crate::model::{
     log_softmax_rows, DecodeState, Decoder, Features, PassOptions, PassStats, TeacherBatch, PAD_ID,
 };
 use crate::params::{ParamId, ParamSet};
 use crate::DecodeError;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -199,68 +200,6 @@ impl GruInit {
             )));
         }
         Ok(())
-    }
-}
-
-/// `out = x · w^T + b` for `rows` rows: `x` `[rows, n_in]`, `w` `[n_out, n_in]`.
-fn linear(
-    rows: usize,
-    n_in: usize,
-    n_out: usize,
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    out: &mut [f32],
-) -> Result<(), KernelError> {
-    for row in out.chunks_exact_mut(n_out) {
-        row.copy_from_slice(b);
-    }
-    gemm(
-        rows,
-        n_out,
-        n_in,
-        1.0,
-        x,
-        Trans::No,
-        w,
-        Trans::Yes,
-        out,
-        true,
-    )
-}
-
-/// Clears and zero-fills `v` to `n` elements (keeps its allocation).
-fn zeroed(v: &mut Vec<f32>, n: usize) {
-    v.clear();
-    v.resize(n, 0.0);
-}
-
-/// Row-major `[B, T]` to time-major `[T, B]` into a reused buffer.
-fn time_major_into(src: &[u32], batch: usize, time: usize, dst: &mut Vec<u32>) {
-    dst.clear();
-    dst.resize(src.len(), PAD_ID);
-    for b in 0..batch {
-        for t in 0..time {
-            dst[t * batch + b] = src[b * time + t];
-        }
-    }
-}
-
-/// Draws an inverted-dropout mask (`0` or `1/(1-p)`) of `n` entries and applies it to `x`.
-fn dropout(x: &mut [f32], mask: &mut Vec<f32>, p: f32, rng: &mut ChaCha8Rng) {
-    let keep = 1.0 / (1.0 - p);
-    mask.clear();
-    mask.extend((0..x.len()).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }));
-    for (v, m) in x.iter_mut().zip(mask.iter()) {
-        *v *= m;
-    }
-}
-
-/// Copies the embedding rows of `tokens` into `out` (`[tokens, E]`).
-fn embed(emb: &[f32], e: usize, tokens: &[u32], out: &mut [f32]) {
-    for (dst, &tok) in out.chunks_exact_mut(e).zip(tokens) {
-        let t = tok as usize;
-        dst.copy_from_slice(&emb[t * e..(t + 1) * e]);
     }
 }
 
