@@ -21,6 +21,7 @@
 
 use crate::config::ModelDims;
 use crate::kernels::act::{multiversion, sigmoid, tanh};
+use crate::kernels::few_rows::FewRowsLinear;
 use crate::kernels::gemm::{gemm, Trans};
 use crate::kernels::softmax_xent::{linear_xent, XentConfig, XentDims, XentGrads, XentWorkspace};
 use crate::kernels::{add_col_sums, KernelError};
@@ -33,6 +34,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
 
 /// Hyper-parameters of [`Sat`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -212,6 +214,36 @@ pub struct Sat {
     sz: Sz,
     ids: Ids,
     work: Work,
+    /// Weights rearranged for generation, built on first use and dropped whenever the parameters
+    /// may change ([`Decoder::params_mut`]).
+    infer: OnceLock<Infer>,
+}
+
+/// The per-step products of generation, each one pass over its weights. Two are fused because
+/// they share their input: `decoder_att` and `f_beta` both read `h`, and the LSTM's input and
+/// recurrent products both feed the gates.
+struct Infer {
+    /// `[decoder_att; f_beta]` over `h`: outputs `[da (A), gate pre-activation (F)]`.
+    hproj: FewRowsLinear,
+    /// `[weight_ih | weight_hh]` with bias `bias_ih + bias_hh`, over `[embedding; awe; h]`.
+    lstm: FewRowsLinear,
+    /// `fc` over the new `h`.
+    fc: FewRowsLinear,
+}
+
+impl Infer {
+    fn new(sz: &Sz, w: &W) -> Result<Self, KernelError> {
+        let b_gates: Vec<f32> = w.b_ih.iter().zip(w.b_hh).map(|(x, y)| x + y).collect();
+        Ok(Self {
+            hproj: FewRowsLinear::stack(sz.h, &[(w.dec_w, w.dec_b), (w.fb_w, w.fb_b)])?,
+            lstm: FewRowsLinear::concat_cols(
+                4 * sz.h,
+                &[(w.w_ih, sz.x()), (w.w_hh, sz.h)],
+                b_gates,
+            )?,
+            fc: FewRowsLinear::stack(sz.h, &[(w.fc_w, w.fc_b)])?,
+        })
+    }
 }
 
 impl Sat {
@@ -323,6 +355,7 @@ impl Sat {
             sz,
             ids,
             work: Work::default(),
+            infer: OnceLock::new(),
         })
     }
 
@@ -721,6 +754,7 @@ impl Decoder for Sat {
         &self.params
     }
     fn params_mut(&mut self) -> &mut ParamSet {
+        self.infer = OnceLock::new();
         &mut self.params
     }
 
@@ -1222,6 +1256,7 @@ impl Decoder for Sat {
             h: hs,
             c: cs,
             scratch: Vec::new(),
+            out_t: Vec::new(),
         }))
     }
 }
@@ -1236,6 +1271,8 @@ struct SatState<'s> {
     h: Vec<f32>,
     c: Vec<f32>,
     scratch: Vec<f32>,
+    /// Scratch of the [`FewRowsLinear`] products.
+    out_t: Vec<f32>,
 }
 
 impl DecodeState for SatState<'_> {
@@ -1273,111 +1310,50 @@ impl DecodeState for SatState<'_> {
             )));
         }
         let w = self.m.ids.weights(|id| self.m.params.value(id));
-        // Scratch layout: da [r, A], gate [r, F], ctx [r, F], alpha [r, P], xcat [r, E+F],
-        // gates [r, 4H], c [r, H], tanh_c [r, H], h [r, H].
-        let sizes = [a, f, f, p, xw, 4 * h, h, h, h].map(|k| k * r);
+        let iw = match self.m.infer.get() {
+            Some(iw) => iw,
+            None => {
+                let built = Infer::new(&sz, &w)?;
+                self.m.infer.get_or_init(|| built)
+            }
+        };
+        // Scratch layout: hproj [r, A+F] (`decoder_att(h)`, then the gate), ctx [r, F],
+        // alpha [r, P], the LSTM input [r, E+F+H] (`[embedding; awe; h]`), gates [r, 4H],
+        // c [r, H], tanh_c [r, H], h [r, H].
+        let (af, xh) = (a + f, xw + h);
+        let sizes = [af, f, p, xh, 4 * h, h, h, h].map(|k| k * r);
         zeroed(&mut self.scratch, sizes.iter().sum());
-        let (da, rest) = self.scratch.split_at_mut(sizes[0]);
-        let (gate, rest) = rest.split_at_mut(sizes[1]);
-        let (ctx, rest) = rest.split_at_mut(sizes[2]);
-        let (alpha, rest) = rest.split_at_mut(sizes[3]);
-        let (xcat, rest) = rest.split_at_mut(sizes[4]);
-        let (gates, rest) = rest.split_at_mut(sizes[5]);
-        let (c_new, rest) = rest.split_at_mut(sizes[6]);
-        let (tanh_c, h_new) = rest.split_at_mut(sizes[7]);
-        for row in da.chunks_exact_mut(a) {
-            row.copy_from_slice(w.dec_b);
-        }
-        gemm(
-            r,
-            a,
-            h,
-            1.0,
-            &self.h,
-            Trans::No,
-            w.dec_w,
-            Trans::Yes,
-            da,
-            true,
-        )?;
-        for row in gate.chunks_exact_mut(f) {
-            row.copy_from_slice(w.fb_b);
-        }
-        gemm(
-            r,
-            f,
-            h,
-            1.0,
-            &self.h,
-            Trans::No,
-            w.fb_w,
-            Trans::Yes,
-            gate,
-            true,
-        )?;
+        let (hp, rest) = self.scratch.split_at_mut(sizes[0]);
+        let (ctx, rest) = rest.split_at_mut(sizes[1]);
+        let (alpha, rest) = rest.split_at_mut(sizes[2]);
+        let (xin, rest) = rest.split_at_mut(sizes[3]);
+        let (gates, rest) = rest.split_at_mut(sizes[4]);
+        let (c_new, rest) = rest.split_at_mut(sizes[5]);
+        let (tanh_c, h_new) = rest.split_at_mut(sizes[6]);
+        iw.hproj.forward(&self.h, r, hp, &mut self.out_t)?;
         for (i, &im) in self.img.iter().enumerate() {
-            let x = &mut xcat[i * xw..(i + 1) * xw];
+            let x = &mut xin[i * xh..(i + 1) * xh];
             let tok = tokens[i] as usize;
             x[..e].copy_from_slice(&w.emb[tok * e..(tok + 1) * e]);
+            x[xw..].copy_from_slice(&self.h[i * h..(i + 1) * h]);
+            let (da, gate) = hp[i * af..(i + 1) * af].split_at_mut(a);
             let ctx = &mut ctx[i * f..(i + 1) * f];
             attend_row(
                 &sz,
                 &w,
                 &self.ea[im * p * a..(im + 1) * p * a],
-                &da[i * a..(i + 1) * a],
+                da,
                 &self.feats[im * p * f..(im + 1) * p * f],
                 &mut alpha[i * p..(i + 1) * p],
                 ctx,
             );
-            gate_fwd(&mut gate[i * f..(i + 1) * f], ctx, &mut x[e..]);
+            gate_fwd(gate, ctx, &mut x[e..xw]);
         }
-        for row in gates.chunks_exact_mut(4 * h) {
-            for ((o, x), y) in row.iter_mut().zip(w.b_ih).zip(w.b_hh) {
-                *o = x + y;
-            }
-        }
-        gemm(
-            r,
-            4 * h,
-            xw,
-            1.0,
-            xcat,
-            Trans::No,
-            w.w_ih,
-            Trans::Yes,
-            gates,
-            true,
-        )?;
-        gemm(
-            r,
-            4 * h,
-            h,
-            1.0,
-            &self.h,
-            Trans::No,
-            w.w_hh,
-            Trans::Yes,
-            gates,
-            true,
-        )?;
+        iw.lstm.forward(xin, r, gates, &mut self.out_t)?;
         cell_fwd(h, gates, &self.c, c_new, tanh_c, h_new);
         self.c.copy_from_slice(c_new);
         self.h.copy_from_slice(h_new);
-        for row in log_probs.chunks_exact_mut(v) {
-            row.copy_from_slice(w.fc_b);
-        }
-        gemm(
-            r,
-            v,
-            h,
-            1.0,
-            &self.h,
-            Trans::No,
-            w.fc_w,
-            Trans::Yes,
-            log_probs,
-            true,
-        )?;
+        iw.fc.forward(&self.h, r, log_probs, &mut self.out_t)?;
         log_softmax_rows(log_probs, v);
         if let Some(att) = attention {
             att.copy_from_slice(alpha);
