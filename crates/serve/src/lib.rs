@@ -59,10 +59,10 @@ pub struct ServeConfig {
 }
 
 impl Default for ServeConfig {
-    /// Batches of up to 16 waiting at most 5 ms, a queue of 64, 10 MB bodies, 30 s timeout, beam 3.
+    /// Batches of up to 64 waiting at most 5 ms, a queue of 64, 10 MB bodies, 30 s timeout, beam 3.
     fn default() -> Self {
         Self {
-            max_batch: 16,
+            max_batch: 64,
             max_wait: Duration::from_millis(5),
             queue: 64,
             body_limit: 10 * 1024 * 1024,

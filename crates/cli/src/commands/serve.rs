@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long, default_value_t = 8080)]
     port: u16,
     /// Most images captioned together in one encoder/decoder batch.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=256))]
     max_batch: u16,
     /// Longest wait, in milliseconds, for more images after the first of a batch.
     #[arg(long, default_value_t = 5)]
