@@ -8,6 +8,8 @@
 //! says so and passes, unless `CAPTIONER_REQUIRE_BROWSER=1` (set by `.ci/run`), where it fails.
 //! `CAPTIONER_CHROMEDRIVER` / `CAPTIONER_CHROMIUM` point at other binaries.
 
+#![cfg(unix)]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,11 +29,27 @@ fn binary(env: &str, default: &str) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// A child process killed (if still running) when the test ends, however it ends.
+/// A child process killed (if still running) when the test ends, however it ends. Started in a
+/// process group of its own, the whole group goes: chromedriver's Chromium too, even when a failed
+/// assertion skipped closing the session.
 struct Reaped(Child);
+
+impl Reaped {
+    fn spawn(command: &mut Command, what: &str) -> Self {
+        use std::os::unix::process::CommandExt;
+        Self(
+            command
+                .process_group(0)
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {what}: {e}")),
+        )
+    }
+}
 
 impl Drop for Reaped {
     fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -115,26 +133,24 @@ async fn the_page_captions_an_uploaded_photo_in_headless_chromium() {
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut server = Reaped(
+    let mut server = Reaped::spawn(
         Command::new(env!("CARGO_BIN_EXE_captioner"))
             .env("CAPTIONER_SHARED_DATA", &data)
             .env_remove("CAPTIONER_MODEL")
             .args(["serve", "--port", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start captioner serve"),
+            .stderr(Stdio::inherit()),
+        "captioner serve",
     );
     wait_until_up(&format!("{base}/healthz"), &mut server.0, "captioner serve").await;
 
     let driver_port = free_port();
-    let mut driver = Reaped(
+    let mut driver = Reaped::spawn(
         Command::new(&chromedriver)
             .arg(format!("--port={driver_port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver"),
+            .stderr(Stdio::null()),
+        "chromedriver",
     );
     let driver_url = format!("http://127.0.0.1:{driver_port}");
     wait_until_up(
