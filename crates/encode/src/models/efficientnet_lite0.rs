@@ -14,6 +14,8 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::layers::FrozenBatchNorm;
+
 /// One stage of identical MBConv blocks (a row of the paper's Table 1).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 pub struct StageConfig {
@@ -82,35 +84,6 @@ pub fn same_padding(input: usize, kernel: usize, stride: usize) -> (usize, usize
 
 fn relu6(xs: &Tensor) -> Result<Tensor> {
     xs.clamp(0f32, 6f32)
-}
-
-/// Inference BatchNorm as a per-channel affine map: `x * scale + shift`, with
-/// `scale = gamma / sqrt(var + eps)` and `shift = beta - mean * scale`.
-#[derive(Debug, Clone)]
-struct FrozenBatchNorm {
-    scale: Tensor,
-    shift: Tensor,
-}
-
-impl FrozenBatchNorm {
-    fn new(channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        let gamma = vb.get(channels, "weight")?;
-        let beta = vb.get(channels, "bias")?;
-        let mean = vb.get(channels, "running_mean")?;
-        let var = vb.get(channels, "running_var")?;
-        let scale = gamma.div(&(var + eps)?.sqrt()?)?;
-        let shift = beta.sub(&mean.mul(&scale)?)?;
-        Ok(Self {
-            scale: scale.reshape((1, channels, 1, 1))?,
-            shift: shift.reshape((1, channels, 1, 1))?,
-        })
-    }
-}
-
-impl Module for FrozenBatchNorm {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        xs.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)
-    }
 }
 
 /// A bias-free convolution with TF SAME padding followed by BatchNorm. `groups == channels`

@@ -21,6 +21,8 @@ use std::path::Path;
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::layers::FrozenBatchNorm;
+
 use crate::encoder::{load_weights, EncodeError};
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -63,35 +65,6 @@ impl Config {
 pub const FEATURE_CHANNELS: usize = 2048;
 /// Smallest input side (torchvision's `min_size`).
 pub const MIN_INPUT_SIZE: usize = 75;
-
-/// Inference BatchNorm as a per-channel affine map: `x * scale + shift`, with
-/// `scale = gamma / sqrt(var + eps)` and `shift = beta - mean * scale`.
-#[derive(Debug, Clone)]
-struct FrozenBatchNorm {
-    scale: Tensor,
-    shift: Tensor,
-}
-
-impl FrozenBatchNorm {
-    fn new(channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        let gamma = vb.get(channels, "weight")?;
-        let beta = vb.get(channels, "bias")?;
-        let mean = vb.get(channels, "running_mean")?;
-        let var = vb.get(channels, "running_var")?;
-        let scale = gamma.div(&(var + eps)?.sqrt()?)?;
-        let shift = beta.sub(&mean.mul(&scale)?)?;
-        Ok(Self {
-            scale: scale.reshape((1, channels, 1, 1))?,
-            shift: shift.reshape((1, channels, 1, 1))?,
-        })
-    }
-}
-
-impl Module for FrozenBatchNorm {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        xs.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)
-    }
-}
 
 /// torchvision's `BasicConv2d`: bias-free conv with a `(kh, kw)` kernel and `(ph, pw)` zero
 /// padding, BatchNorm, ReLU.
