@@ -13,10 +13,11 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::layers::FrozenBatchNorm;
+pub use super::layers::Outputs;
 
 use crate::encoder::{load_weights, EncodeError};
 
@@ -139,17 +140,6 @@ impl Module for Transition {
     }
 }
 
-/// All three outputs of one forward pass.
-#[derive(Debug, Clone)]
-pub struct Outputs {
-    /// The last feature map after `norm5` and ReLU, `[n, 1920, h/32, w/32]` (7x7 at 224).
-    pub spatial: Tensor,
-    /// Global average of `spatial`, `[n, 1920]`.
-    pub pooled: Tensor,
-    /// ImageNet class scores before softmax, `[n, num_classes]`.
-    pub logits: Tensor,
-}
-
 #[derive(Debug, Clone)]
 pub struct DenseNet {
     conv0: candle_nn::Conv2d,
@@ -252,15 +242,10 @@ impl DenseNet {
         self.classifier.forward(pooled)
     }
 
+    /// Spatial features (after `norm5` and ReLU, `[n, 1920, h/32, w/32]`, 7x7 at 224), their
+    /// global average and the logits.
     pub fn forward_all(&self, xs: &Tensor) -> Result<Outputs> {
-        let spatial = self.spatial_features(xs)?;
-        let pooled = spatial.mean(D::Minus1)?.mean(D::Minus1)?;
-        let logits = self.classify(&pooled)?;
-        Ok(Outputs {
-            spatial,
-            pooled,
-            logits,
-        })
+        Outputs::from_spatial(self.spatial_features(xs)?, |pooled| self.classify(pooled))
     }
 }
 

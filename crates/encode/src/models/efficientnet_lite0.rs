@@ -11,10 +11,11 @@
 //! This is the plain, readable implementation that the fast kernels are tested against; it favours
 //! obviously-correct candle ops over speed.
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::layers::FrozenBatchNorm;
+pub use super::layers::Outputs;
 
 /// One stage of identical MBConv blocks (a row of the paper's Table 1).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -266,17 +267,6 @@ impl Module for MbConv {
     }
 }
 
-/// All three outputs of one forward pass.
-#[derive(Debug, Clone)]
-pub struct Outputs {
-    /// Last feature map after the head conv, `[n, head_channels, h/32, w/32]` (7x7 at 224).
-    pub spatial: Tensor,
-    /// Global average of `spatial`, `[n, head_channels]`.
-    pub pooled: Tensor,
-    /// ImageNet class scores before softmax, `[n, num_classes]`.
-    pub logits: Tensor,
-}
-
 #[derive(Debug, Clone)]
 pub struct EfficientNetLite {
     stem: ConvBn,
@@ -347,16 +337,10 @@ impl EfficientNetLite {
         self.fc.forward(pooled)
     }
 
-    /// Spatial features, their global average and the logits (dropout is training-only).
+    /// Spatial features (after the head conv, `[n, head_channels, h/32, w/32]`, 7x7 at 224),
+    /// their global average and the logits (dropout is training-only).
     pub fn forward_all(&self, xs: &Tensor) -> Result<Outputs> {
-        let spatial = self.spatial_features(xs)?;
-        let pooled = spatial.mean(D::Minus1)?.mean(D::Minus1)?;
-        let logits = self.classify(&pooled)?;
-        Ok(Outputs {
-            spatial,
-            pooled,
-            logits,
-        })
+        Outputs::from_spatial(self.spatial_features(xs)?, |pooled| self.classify(pooled))
     }
 }
 

@@ -18,10 +18,11 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::layers::FrozenBatchNorm;
+pub use super::layers::Outputs;
 
 use crate::encoder::{load_weights, EncodeError};
 
@@ -401,17 +402,6 @@ impl Module for Mixed {
     }
 }
 
-/// All three outputs of one forward pass.
-#[derive(Debug, Clone)]
-pub struct Outputs {
-    /// `Mixed_7c`'s output, `[n, 2048, 8, 8]` at 299x299.
-    pub spatial: Tensor,
-    /// Global average of `spatial`, `[n, 2048]`.
-    pub pooled: Tensor,
-    /// ImageNet class scores before softmax, `[n, num_classes]`.
-    pub logits: Tensor,
-}
-
 #[derive(Debug, Clone)]
 pub struct InceptionV3 {
     /// Conv2d_1a_3x3, 2a, 2b, (maxpool), 3b, 4a, (maxpool).
@@ -514,15 +504,10 @@ impl InceptionV3 {
         self.fc.forward(pooled)
     }
 
+    /// Spatial features (`Mixed_7c`'s output, `[n, 2048, 8, 8]` at 299x299), their global average
+    /// and the logits.
     pub fn forward_all(&self, xs: &Tensor) -> Result<Outputs> {
-        let spatial = self.spatial_features(xs)?;
-        let pooled = spatial.mean(D::Minus1)?.mean(D::Minus1)?;
-        let logits = self.classify(&pooled)?;
-        Ok(Outputs {
-            spatial,
-            pooled,
-            logits,
-        })
+        Outputs::from_spatial(self.spatial_features(xs)?, |pooled| self.classify(pooled))
     }
 }
 
