@@ -295,6 +295,19 @@ pub fn load_weights(path: &Path, device: &Device) -> Result<VarBuilder<'static>,
     }
 }
 
+/// Builds a model with `build` from the weights in `path` (see [`load_weights`]); a missing or
+/// misshapen tensor is an [`EncodeError::Weights`] naming the file and the tensor.
+pub fn build_from_weights<T>(
+    path: &Path,
+    device: &Device,
+    build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
+) -> Result<T, EncodeError> {
+    build(load_weights(path, device)?).map_err(|source| EncodeError::Weights {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// The candle reference EfficientNet-Lite0 as an [`Encoder`] (NCHW input).
 #[derive(Debug, Clone)]
 pub struct CandleLite0 {
@@ -306,12 +319,9 @@ impl CandleLite0 {
     /// Load from a `.safetensors` or `.pth` file with the original key names, on the CPU.
     pub fn load(path: &Path) -> Result<Self, EncodeError> {
         let device = Device::Cpu;
-        let vb = load_weights(path, &device)?;
-        let model =
-            EfficientNetLite::new(&Config::lite0(), vb).map_err(|source| EncodeError::Weights {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let model = build_from_weights(path, &device, |vb| {
+            EfficientNetLite::new(&Config::lite0(), vb)
+        })?;
         Ok(Self { model, device })
     }
 

@@ -19,7 +19,7 @@ use candle_nn::VarBuilder;
 use super::layers::FrozenBatchNorm;
 pub use super::layers::Outputs;
 
-use crate::encoder::{load_weights, EncodeError};
+use crate::encoder::{build_from_weights, EncodeError};
 
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 pub struct Config {
@@ -204,11 +204,7 @@ impl DenseNet {
     /// Load from a `.safetensors` (or `.pth`) torchvision `state_dict`, on the CPU. A missing or
     /// misshapen tensor is an [`EncodeError::Weights`] naming the file and the tensor.
     pub fn load(cfg: &Config, path: &Path) -> std::result::Result<Self, EncodeError> {
-        let vb = load_weights(path, &candle_core::Device::Cpu)?;
-        Self::new(cfg, vb).map_err(|source| EncodeError::Weights {
-            path: path.to_path_buf(),
-            source,
-        })
+        build_from_weights(path, &candle_core::Device::Cpu, |vb| Self::new(cfg, vb))
     }
 
     pub fn config(&self) -> &Config {
