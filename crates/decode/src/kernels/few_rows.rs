@@ -6,12 +6,11 @@
 //! every weight row is read once and dotted with all input rows while it sits in L1, the output
 //! columns are split over rayon threads, and the weights are kept as `f16` when every value is
 //! exactly representable (bundles are saved in `f16`), which halves the bytes read without
-//! changing a single weight. With many rows the product is compute-bound and goes to the `gemm`
-//! crate. (A transposed `[k, n]` copy, which that crate could read without re-packing it on every
-//! call, measured slower with the `sat` decoder's shapes.)
+//! changing a single weight. With more rows the product is compute-bound and goes to
+//! [`PackedWeights`], which lays the same weights out once for an AVX-512 register tile.
 
 use super::act::multiversion;
-use super::gemm::{gemm, Trans};
+use super::packed_gemm::PackedWeights;
 use super::{check_len, KernelError};
 use half::f16;
 use rayon::prelude::*;
@@ -33,8 +32,8 @@ pub const FEW_ROWS: usize = 8;
 pub struct FewRowsLinear {
     n: usize,
     k: usize,
-    /// The weights, `[n, k]`.
-    w: Vec<f32>,
+    /// The weights, `[n, k]`, and their packed copy for many rows.
+    w: PackedWeights,
     /// The same weights as `f16` when that is exact: what the few-rows kernel then reads.
     w16: Option<Vec<f16>>,
     bias: Vec<f32>,
@@ -52,7 +51,7 @@ impl FewRowsLinear {
             w.extend_from_slice(pw);
             bias.extend_from_slice(pb);
         }
-        Ok(Self::from_f32(n, k, w, bias))
+        Self::from_f32(n, k, w, bias)
     }
 
     /// Concatenates, row by row, the column blocks of matrices that share their rows: row `j` is
@@ -73,15 +72,16 @@ impl FewRowsLinear {
                 w.extend_from_slice(&pw[j * cols..(j + 1) * cols]);
             }
         }
-        Ok(Self::from_f32(n, k, w, bias))
+        Self::from_f32(n, k, w, bias)
     }
 
-    fn from_f32(n: usize, k: usize, w: Vec<f32>, bias: Vec<f32>) -> Self {
+    fn from_f32(n: usize, k: usize, w: Vec<f32>, bias: Vec<f32>) -> Result<Self, KernelError> {
         let exact = w
             .iter()
             .all(|&v| f16::from_f32(v).to_f32().to_bits() == v.to_bits());
         let w16 = exact.then(|| w.iter().map(|&v| f16::from_f32(v)).collect());
-        Self { n, k, w, w16, bias }
+        let w = PackedWeights::new(n, k, w)?;
+        Ok(Self { n, k, w, w16, bias })
     }
 
     /// Output columns.
@@ -115,21 +115,7 @@ impl FewRowsLinear {
             return Ok(());
         }
         if rows > FEW_ROWS {
-            for o in out.chunks_exact_mut(n) {
-                o.copy_from_slice(&self.bias);
-            }
-            return gemm(
-                rows,
-                n,
-                k,
-                1.0,
-                x,
-                Trans::No,
-                &self.w,
-                Trans::Yes,
-                out,
-                true,
-            );
+            return self.w.forward(x, rows, &self.bias, out, scratch);
         }
         // Tasks write column blocks of the transposed product `[n, rows]` (contiguous per block),
         // then one pass adds the bias and transposes into `out`.
@@ -141,7 +127,7 @@ impl FewRowsLinear {
             let j0 = b * cols;
             let nb = out_t.len() / rows;
             match &self.w16 {
-                None => block_f32(x, rows, k, &self.w[j0 * k..(j0 + nb) * k], out_t),
+                None => block_f32(x, rows, k, &self.w.weights()[j0 * k..(j0 + nb) * k], out_t),
                 Some(w) => {
                     let mut buf = vec![0.0f32; k];
                     block_f16(x, rows, k, &w[j0 * k..(j0 + nb) * k], out_t, &mut buf);

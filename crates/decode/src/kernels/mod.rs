@@ -11,6 +11,7 @@ pub mod few_rows;
 pub mod gemm;
 pub mod gru;
 pub mod lstm;
+pub mod packed_gemm;
 pub mod softmax_xent;
 
 /// Errors from kernel arguments that do not fit together.
