@@ -29,8 +29,57 @@ const LANES: usize = 16;
 /// Floats of padding so the panels can start on a 64-byte boundary.
 const ALIGN_FLOATS: usize = 16;
 
-/// A `[n, k]` weight matrix (row `j` = the weights of output `j`), packed for [`PackedLinear`].
-#[derive(Clone, Debug)]
+/// A weight matrix seen through strides: the weight of output `j` for input `c` is
+/// `data[off + j * rs + c * cs]`. Covers a row-major `[n, k]` matrix (`rs = k, cs = 1`), its
+/// transpose, and a column block of a wider matrix, without copying them apart first.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightView<'a> {
+    pub data: &'a [f32],
+    pub off: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> WeightView<'a> {
+    /// A row-major `[n, k]` matrix (PyTorch's `Linear` layout).
+    pub fn rows(data: &'a [f32], k: usize) -> Self {
+        Self {
+            data,
+            off: 0,
+            rs: k,
+            cs: 1,
+        }
+    }
+
+    /// Whether every element of an `n × k` view lies inside `data`.
+    fn check(&self, n: usize, k: usize) -> Result<(), KernelError> {
+        if n == 0 || k == 0 {
+            return Ok(());
+        }
+        let last = (n - 1)
+            .checked_mul(self.rs)
+            .zip((k - 1).checked_mul(self.cs))
+            .and_then(|(r, c)| r.checked_add(c))
+            .and_then(|x| x.checked_add(self.off));
+        match last {
+            Some(l) if l < self.data.len() => Ok(()),
+            _ => Err(KernelError::Invalid(format!(
+                "packed weights: a {n}x{k} view (offset {}, strides {}, {}) does not fit {} values",
+                self.off,
+                self.rs,
+                self.cs,
+                self.data.len()
+            ))),
+        }
+    }
+
+    fn get(&self, j: usize, c: usize) -> f32 {
+        self.data[self.off + j * self.rs + c * self.cs]
+    }
+}
+
+/// A `[n, k]` weight matrix (row `j` = the weights of output `j`), packed for the product.
+#[derive(Clone, Debug, Default)]
 pub struct PackedWeights {
     n: usize,
     k: usize,
@@ -38,26 +87,43 @@ pub struct PackedWeights {
     /// AVX-512; otherwise empty and the product runs on `w`.
     buf: Vec<f32>,
     offset: usize,
-    /// The weights as given, for the fallback.
+    /// The weights as a contiguous `[n, k]` matrix: kept by [`PackedWeights::new`] (the caller
+    /// reads them too), and filled by [`PackedWeights::repack`] only for the fallback.
     w: Vec<f32>,
 }
 
 impl PackedWeights {
-    /// Packs `w` (`[n, k]`, row-major).
+    /// Packs `w` (`[n, k]`, row-major) and keeps it.
     pub fn new(n: usize, k: usize, w: Vec<f32>) -> Result<Self, KernelError> {
         check_len("packed weight", w.len(), n * k)?;
-        let (buf, offset) = if avx512::available() {
-            pack(n, k, &w)
-        } else {
-            (Vec::new(), 0)
-        };
-        Ok(Self {
+        let mut packed = Self {
             n,
             k,
-            buf,
-            offset,
-            w,
-        })
+            ..Self::default()
+        };
+        if avx512::available() {
+            packed.pack(WeightView::rows(&w, k));
+        }
+        packed.w = w;
+        Ok(packed)
+    }
+
+    /// Re-packs for new weights (`n × k`, seen through `view`), reusing the buffers: training
+    /// re-packs after every optimiser step and uses each packing for a whole sequence.
+    pub fn repack(&mut self, n: usize, k: usize, view: WeightView) -> Result<(), KernelError> {
+        view.check(n, k)?;
+        self.n = n;
+        self.k = k;
+        self.w.clear();
+        if avx512::available() {
+            self.pack(view);
+        } else {
+            self.w.reserve(n * k);
+            for j in 0..n {
+                self.w.extend((0..k).map(|c| view.get(j, c)));
+            }
+        }
+        Ok(())
     }
 
     /// Output columns.
@@ -70,7 +136,7 @@ impl PackedWeights {
         self.k
     }
 
-    /// The weights as given, `[n, k]`.
+    /// The weights as given to [`PackedWeights::new`], `[n, k]`.
     pub fn weights(&self) -> &[f32] {
         &self.w
     }
@@ -85,16 +151,41 @@ impl PackedWeights {
         out: &mut [f32],
         scratch: &mut Vec<f32>,
     ) -> Result<(), KernelError> {
+        check_len("packed bias", bias.len(), self.n)?;
+        self.product(x, rows, Some(bias), out, scratch)
+    }
+
+    /// `out[i, j] += Σ_c x[i, c] · w[j, c]`.
+    pub fn accumulate(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) -> Result<(), KernelError> {
+        self.product(x, rows, None, out, scratch)
+    }
+
+    /// The product, starting from `bias` or (`None`) from `out`.
+    fn product(
+        &self,
+        x: &[f32],
+        rows: usize,
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) -> Result<(), KernelError> {
         let (n, k) = (self.n, self.k);
         check_len("packed input", x.len(), rows * k)?;
-        check_len("packed bias", bias.len(), n)?;
         check_len("packed output", out.len(), rows * n)?;
         if rows == 0 || n == 0 {
             return Ok(());
         }
         if self.buf.is_empty() || k == 0 {
-            for o in out.chunks_exact_mut(n) {
-                o.copy_from_slice(bias);
+            if let Some(bias) = bias {
+                for o in out.chunks_exact_mut(n) {
+                    o.copy_from_slice(bias);
+                }
             }
             return gemm(
                 rows,
@@ -123,8 +214,8 @@ impl PackedWeights {
             if first < end {
                 // SAFETY: `buf` is non-empty only when `avx512::available()` held at packing time
                 // (the CPU does not change). `x` is the interleaved input (`rows` rounded up to
-                // `MR`, times `k`), the lengths of `bias` and `out` were checked against `rows`
-                // and `n` above and `packed` holds `panels * k * NR` floats,
+                // `MR`, times `k`), the lengths of `bias` (checked by `forward`) and `out` were
+                // checked against `rows` and `n`, and `packed` holds `panels * k * NR` floats,
                 // so every address `panel_range` touches is in bounds. Each task writes only the
                 // output columns of its own panels, so concurrent tasks never write the same
                 // element, and `out` is borrowed mutably for the whole call.
@@ -140,6 +231,34 @@ impl PackedWeights {
         }
         Ok(())
     }
+
+    /// Packs `view` (`self.n × self.k`) panel by panel into `buf`, whose panels start 64-byte
+    /// aligned (aligned loads never straddle two cache lines). Reads the view along its unit
+    /// stride, so a transposed view packs as fast as a plain one.
+    fn pack(&mut self, view: WeightView) {
+        let (n, k) = (self.n, self.k);
+        let panels = n.div_ceil(NR);
+        self.buf.clear();
+        self.buf.resize(panels * k * NR + ALIGN_FLOATS, 0.0);
+        let misalign = (self.buf.as_ptr() as usize % 64) / std::mem::size_of::<f32>();
+        self.offset = (ALIGN_FLOATS - misalign) % ALIGN_FLOATS;
+        let packed = &mut self.buf[self.offset..];
+        if view.cs == 1 {
+            for j in 0..n {
+                let src = &view.data[view.off + j * view.rs..][..k];
+                let dst = &mut packed[(j / NR) * k * NR..];
+                for (c, &v) in src.iter().enumerate() {
+                    dst[c * NR + j % NR] = v;
+                }
+            }
+        } else {
+            for c in 0..k {
+                for j in 0..n {
+                    packed[((j / NR) * k + c) * NR + j % NR] = view.get(j, c);
+                }
+            }
+        }
+    }
 }
 
 /// The output pointer shared by the column tasks of one call (each writes disjoint columns).
@@ -149,24 +268,6 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
-
-/// Packs `w` panel by panel into a buffer whose panels start 64-byte aligned (aligned loads never
-/// straddle two cache lines); returns the buffer and the offset of the first panel.
-fn pack(n: usize, k: usize, w: &[f32]) -> (Vec<f32>, usize) {
-    let panels = n.div_ceil(NR);
-    let mut buf = vec![0.0f32; panels * k * NR + ALIGN_FLOATS];
-    let misalign = (buf.as_ptr() as usize % 64) / std::mem::size_of::<f32>();
-    let offset = (ALIGN_FLOATS - misalign) % ALIGN_FLOATS;
-    let packed = &mut buf[offset..];
-    for (col, src) in w.chunks_exact(k).enumerate() {
-        let (panel, lane) = (col / NR, col % NR);
-        let dst = &mut packed[panel * k * NR..(panel + 1) * k * NR];
-        for (c, &v) in src.iter().enumerate() {
-            dst[c * NR + lane] = v;
-        }
-    }
-    (buf, offset)
-}
 
 /// Copies `x` (`[rows, k]`) tile by tile as `[rows / MR][k][MR]` (the last tile zero-padded).
 fn interleave_rows(x: &[f32], rows: usize, k: usize, out: &mut Vec<f32>) {
@@ -226,7 +327,7 @@ mod avx512 {
         _k: usize,
         _n: usize,
         _packed: &[f32],
-        _bias: &[f32],
+        _bias: Option<&[f32]>,
         _out: *mut f32,
         _panels: std::ops::Range<usize>,
     ) {
@@ -237,7 +338,7 @@ mod avx512 {
     ///
     /// # Safety
     /// The CPU has AVX-512F; `x` is the interleaved input (`[rows / MR][k][MR]`), `packed` holds at least `panels.end * k * NR`
-    /// floats, `bias` is `[n]` and `out` points to a writable `[rows, n]` matrix of which no one
+    /// floats, `bias` (when given) is `[n]` and `out` points to a writable `[rows, n]` matrix of which no one
     /// else touches these panels' columns during the call.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
@@ -248,7 +349,7 @@ mod avx512 {
         k: usize,
         n: usize,
         packed: &[f32],
-        bias: &[f32],
+        bias: Option<&[f32]>,
         out: *mut f32,
         panels: std::ops::Range<usize>,
     ) {
@@ -261,7 +362,7 @@ mod avx512 {
                 let width = NR.min(n - col);
                 let masks = [0, 1, 2, 3].map(|v| lane_mask(width.saturating_sub(v * LANES)));
                 let w = packed.as_ptr().add((panel * k + k0) * NR);
-                let init = (k0 == 0).then(|| bias.as_ptr().add(col));
+                let init = bias.filter(|_| k0 == 0).map(|b| b.as_ptr().add(col));
                 let mut r0 = 0;
                 while r0 < rows {
                     let r = MR.min(rows - r0);
@@ -310,7 +411,8 @@ mod avx512 {
         ldo: usize,
         /// Valid lanes of each of the panel's four 16-column vectors.
         masks: [__mmask16; 4],
-        /// The bias to start from on the first depth slice; later slices add to `out`.
+        /// The bias to start from on the first depth slice of a `forward`; otherwise the tile
+        /// adds to `out`.
         init: Option<*const f32>,
     }
 
@@ -417,6 +519,61 @@ mod tests {
         one.install(|| packed.forward(&x, rows, &bias, &mut single, &mut Vec::new()))
             .expect("single");
         assert_eq!(pooled, single);
+    }
+
+    #[test]
+    fn repacked_views_accumulate_like_the_reference() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        // A [70, 40 + 90] matrix: the transposed whole and the second column block.
+        let (rows, big_n, k1, k2) = (13, 70, 40, 90);
+        let wide = random(&mut rng, big_n * (k1 + k2));
+        let mut packed = PackedWeights::default();
+        // Column block: outputs are the 70 rows, inputs the last 90 columns.
+        let view = WeightView {
+            data: &wide,
+            off: k1,
+            rs: k1 + k2,
+            cs: 1,
+        };
+        packed.repack(big_n, k2, view).expect("block");
+        let block: Vec<f32> = (0..big_n)
+            .flat_map(|j| wide[j * (k1 + k2) + k1..(j + 1) * (k1 + k2)].to_vec())
+            .collect();
+        let x = random(&mut rng, rows * k2);
+        let start = random(&mut rng, rows * big_n);
+        let mut out = start.clone();
+        packed
+            .accumulate(&x, rows, &mut out, &mut Vec::new())
+            .expect("accumulate");
+        let want = packed_linear_ref(&x, rows, k2, &block, big_n, &vec![0.0; big_n]);
+        for ((o, s), w) in out.iter().zip(&start).zip(&want) {
+            assert!((o - s - w).abs() < 1e-4, "{o} - {s} vs {w}");
+        }
+        // Transpose: outputs are the 130 columns, inputs the 70 rows.
+        let (n, k) = (k1 + k2, big_n);
+        let view = WeightView {
+            data: &wide,
+            off: 0,
+            rs: 1,
+            cs: k1 + k2,
+        };
+        packed.repack(n, k, view).expect("transpose");
+        let wt: Vec<f32> = (0..n)
+            .flat_map(|j| (0..k).map(move |c| (j, c)))
+            .map(|(j, c)| wide[c * n + j])
+            .collect();
+        let x = random(&mut rng, rows * k);
+        let bias = random(&mut rng, n);
+        let mut out = vec![f32::NAN; rows * n];
+        packed
+            .forward(&x, rows, &bias, &mut out, &mut Vec::new())
+            .expect("forward");
+        let want = packed_linear_ref(&x, rows, k, &wt, n, &bias);
+        for (o, w) in out.iter().zip(&want) {
+            assert!((o - w).abs() < 1e-4, "{o} vs {w}");
+        }
+        // A view reaching past its buffer is an error, not a read out of bounds.
+        assert!(packed.repack(n + 1, k, view).is_err());
     }
 
     #[test]

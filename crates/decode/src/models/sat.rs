@@ -23,6 +23,7 @@ use crate::config::ModelDims;
 use crate::kernels::act::{multiversion, sigmoid, tanh};
 use crate::kernels::few_rows::FewRowsLinear;
 use crate::kernels::gemm::{gemm, Trans};
+use crate::kernels::packed_gemm::{PackedWeights, WeightView};
 use crate::kernels::softmax_xent::{linear_xent, XentConfig, XentDims, XentGrads, XentWorkspace};
 use crate::kernels::{add_col_sums, KernelError};
 use crate::model::{
@@ -199,6 +200,64 @@ struct Work {
     dc: Vec<f32>,
     dx: Vec<f32>,
     xent: XentWorkspace,
+    /// The per-step products' weights, packed once per pass (they change only between passes).
+    step: StepWeights,
+}
+
+/// Weights of the products inside the recurrence, packed for [`PackedWeights`]: each is used
+/// at every one of the `T` steps with `B` rows, where re-packing per call cost more than the
+/// product.
+#[derive(Default)]
+struct StepWeights {
+    /// `decoder_att`, `f_beta`, the context block of `weight_ih`, `weight_hh`.
+    dec: PackedWeights,
+    fb: PackedWeights,
+    awe: PackedWeights,
+    hh: PackedWeights,
+    /// Their transposes, for the gradients of the step inputs.
+    dec_t: PackedWeights,
+    fb_t: PackedWeights,
+    awe_t: PackedWeights,
+    hh_t: PackedWeights,
+    /// The gated context of one step as a contiguous `[B, F]` block.
+    awe_rows: Vec<f32>,
+    scratch: Vec<f32>,
+}
+
+impl StepWeights {
+    fn pack_forward(&mut self, sz: &Sz, w: &W) -> Result<(), KernelError> {
+        let (h, a, f, xw) = (sz.h, sz.a, sz.f, sz.x());
+        self.dec.repack(a, h, WeightView::rows(w.dec_w, h))?;
+        self.fb.repack(f, h, WeightView::rows(w.fb_w, h))?;
+        let awe = WeightView {
+            data: w.w_ih,
+            off: sz.e,
+            rs: xw,
+            cs: 1,
+        };
+        self.awe.repack(4 * h, f, awe)?;
+        self.hh.repack(4 * h, h, WeightView::rows(w.w_hh, h))
+    }
+
+    fn pack_backward(&mut self, sz: &Sz, w: &W) -> Result<(), KernelError> {
+        let (h, a, f, xw) = (sz.h, sz.a, sz.f, sz.x());
+        let transposed = |data, cols| WeightView {
+            data,
+            off: 0,
+            rs: 1,
+            cs: cols,
+        };
+        self.dec_t.repack(h, a, transposed(w.dec_w, h))?;
+        self.fb_t.repack(h, f, transposed(w.fb_w, h))?;
+        let awe_t = WeightView {
+            data: w.w_ih,
+            off: sz.e,
+            rs: 1,
+            cs: xw,
+        };
+        self.awe_t.repack(f, 4 * h, awe_t)?;
+        self.hh_t.repack(h, 4 * h, transposed(w.w_hh, h))
+    }
 }
 
 fn zeroed(v: &mut Vec<f32>, n: usize) {
@@ -838,6 +897,7 @@ impl Decoder for Sat {
             &mut wk.gates,
             true,
         )?;
+        wk.step.pack_forward(&sz, &w)?;
         zeroed(&mut wk.tanh_c, n * h);
         zeroed(&mut wk.da, n * a);
         zeroed(&mut wk.alpha, n * p);
@@ -847,16 +907,11 @@ impl Decoder for Sat {
         // Recurrence.
         for t in 0..t_len {
             let hp = &wk.h[t * bh..(t + 1) * bh];
+            let sw = &mut wk.step;
             let da = &mut wk.da[t * b * a..(t + 1) * b * a];
-            for row in da.chunks_exact_mut(a) {
-                row.copy_from_slice(w.dec_b);
-            }
-            gemm(b, a, h, 1.0, hp, Trans::No, w.dec_w, Trans::Yes, da, true)?;
+            sw.dec.forward(hp, b, w.dec_b, da, &mut sw.scratch)?;
             let gate = &mut wk.gate[t * b * f..(t + 1) * b * f];
-            for row in gate.chunks_exact_mut(f) {
-                row.copy_from_slice(w.fb_b);
-            }
-            gemm(b, f, h, 1.0, hp, Trans::No, w.fb_w, Trans::Yes, gate, true)?;
+            sw.fb.forward(hp, b, w.fb_b, gate, &mut sw.scratch)?;
             let da = &wk.da[t * b * a..(t + 1) * b * a];
             let ea = &wk.ea;
             let wr = &w;
@@ -879,25 +934,13 @@ impl Decoder for Sat {
                     gate_fwd(gt, ctx, &mut x[e..]);
                 });
             let gates = &mut wk.gates[t * b * g4..(t + 1) * b * g4];
-            let awe = Mat {
-                data: &wk.xcat,
-                off: t * b * xw + e,
-                rs: xw,
-                cs: 1,
-            };
-            gemm_view(b, g4, f, 1.0, awe, w_in_t(w.w_ih, &sz, false), gates, true)?;
-            gemm(
-                b,
-                g4,
-                h,
-                1.0,
-                hp,
-                Trans::No,
-                w.w_hh,
-                Trans::Yes,
-                gates,
-                true,
-            )?;
+            let sw = &mut wk.step;
+            sw.awe_rows.clear();
+            for row in wk.xcat[t * b * xw..(t + 1) * b * xw].chunks_exact(xw) {
+                sw.awe_rows.extend_from_slice(&row[e..]);
+            }
+            sw.awe.accumulate(&sw.awe_rows, b, gates, &mut sw.scratch)?;
+            sw.hh.accumulate(hp, b, gates, &mut sw.scratch)?;
             let (c_lo, c_hi) = wk.c.split_at_mut((t + 1) * bh);
             let (_, h_hi) = wk.h.split_at_mut((t + 1) * bh);
             cell_fwd(
@@ -997,6 +1040,7 @@ impl Decoder for Sat {
         }
 
         // Backward through time.
+        wk.step.pack_backward(&sz, &w)?;
         zeroed(&mut wk.dgates, n * g4);
         zeroed(&mut wk.dgp, n * f);
         zeroed(&mut wk.dda, n * a);
@@ -1023,34 +1067,11 @@ impl Decoder for Sat {
                 dg,
             );
             let dg = &wk.dgates[t * b * g4..(t + 1) * b * g4];
-            gemm(
-                b,
-                h,
-                g4,
-                1.0,
-                dg,
-                Trans::No,
-                w.w_hh,
-                Trans::No,
-                &mut wk.dh,
-                false,
-            )?;
-            let dgm = Mat {
-                data: dg,
-                off: 0,
-                rs: g4,
-                cs: 1,
-            };
-            gemm_view(
-                b,
-                f,
-                g4,
-                1.0,
-                dgm,
-                w_in(w.w_ih, &sz, false),
-                &mut wk.dawe,
-                false,
-            )?;
+            let sw = &mut wk.step;
+            wk.dh.fill(0.0);
+            sw.hh_t.accumulate(dg, b, &mut wk.dh, &mut sw.scratch)?;
+            wk.dawe.fill(0.0);
+            sw.awe_t.accumulate(dg, b, &mut wk.dawe, &mut sw.scratch)?;
             let (gate, ctx) = (
                 &wk.gate[t * b * f..(t + 1) * b * f],
                 &wk.ctx[t * b * f..(t + 1) * b * f],
@@ -1098,32 +1119,11 @@ impl Decoder for Sat {
                         );
                     }
                 });
+            let sw = &mut wk.step;
             let dgp = &wk.dgp[t * b * f..(t + 1) * b * f];
-            gemm(
-                b,
-                h,
-                f,
-                1.0,
-                dgp,
-                Trans::No,
-                w.fb_w,
-                Trans::No,
-                &mut wk.dh,
-                true,
-            )?;
+            sw.fb_t.accumulate(dgp, b, &mut wk.dh, &mut sw.scratch)?;
             let dda = &wk.dda[t * b * a..(t + 1) * b * a];
-            gemm(
-                b,
-                h,
-                a,
-                1.0,
-                dda,
-                Trans::No,
-                w.dec_w,
-                Trans::No,
-                &mut wk.dh,
-                true,
-            )?;
+            sw.dec_t.accumulate(dda, b, &mut wk.dh, &mut sw.scratch)?;
         }
 
         // Weight gradients, one GEMM each over all steps.
