@@ -10,5 +10,5 @@ pub mod models;
 
 pub use cache::{CacheError, CacheMeta, CacheWriter, FeatureCache};
 pub use encoder::pipeline::{extract, ExtractItem, ExtractOptions, ExtractReport};
-pub use encoder::{CandleLite0, EncodeError, Encoder, EncoderKind, Features, Want};
+pub use encoder::{CandleEncoder, CandleLite0, EncodeError, Encoder, EncoderKind, Features, Want};
 pub use image::{ImageError, ImageLoader, ImageTensor, Layout, Normalization, ResizeMode};

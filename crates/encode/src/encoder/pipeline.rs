@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use super::{EncodeError, Encoder, Want};
+use super::{EncodeError, Encoder, EncoderKind, Want};
 use crate::cache::{CacheError, CacheWriter};
 use crate::image::{ImageError, ImageLoader};
 
@@ -59,11 +59,39 @@ pub enum ExtractError {
     Encode(#[from] EncodeError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error(
+        "{encoder} cannot store spatial features in a cache: its {rows}x{cols}x{spatial_dim} map \
+         is narrower than its {feature_dim}-d pooled vector, and a cache holds one width; \
+         extract its pooled features only (no --spatial)"
+    )]
+    SpatialUnsupported {
+        encoder: EncoderKind,
+        rows: usize,
+        cols: usize,
+        spatial_dim: usize,
+        feature_dim: usize,
+    },
     #[error("the image loader produces {got:?} but the encoder wants {want:?}")]
     Layout {
         got: crate::image::Layout,
         want: crate::image::Layout,
     },
+}
+
+/// Fails when `kind`'s features cannot be cached with `options`: call it before creating a cache
+/// ([`extract`] calls it too).
+pub fn check_options(kind: EncoderKind, options: ExtractOptions) -> Result<(), ExtractError> {
+    if options.spatial && kind.spatial_dim() != kind.feature_dim() {
+        let (rows, cols) = kind.spatial_grid();
+        return Err(ExtractError::SpatialUnsupported {
+            encoder: kind,
+            rows,
+            cols,
+            spatial_dim: kind.spatial_dim(),
+            feature_dim: kind.feature_dim(),
+        });
+    }
+    Ok(())
 }
 
 type Decoded = Vec<(usize, Result<Vec<f32>, ImageError>)>;
@@ -85,6 +113,7 @@ pub fn extract(
             want: encoder.input_layout(),
         });
     }
+    check_options(encoder.kind(), options)?;
     let start = Instant::now();
     let mut report = ExtractReport::default();
     let todo: Vec<&ExtractItem> = items.iter().filter(|it| !cache.contains(&it.id)).collect();

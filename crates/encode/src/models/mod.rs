@@ -5,4 +5,5 @@ pub mod densenet201;
 pub mod efficientnet_lite0;
 pub mod inception_v3;
 mod layers;
+pub mod resnet50;
 pub mod vgg16;
