@@ -8,7 +8,6 @@ use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
-use captioner_generate::pipeline::Captioner;
 use captioner_generate::{GenerateConfig, LengthPenalty, Strategy};
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
@@ -18,6 +17,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::batcher::{Batcher, Job, SubmitError};
 use crate::error::{ApiError, ErrorBody};
 use crate::metrics::Metrics;
+use crate::model::Model;
 use crate::ServeConfig;
 
 /// Widest beam a request may ask for.
@@ -28,7 +28,7 @@ pub const MAX_LEN: usize = 50;
 /// What every handler shares.
 pub struct AppState {
     /// The model (decoding runs on the blocking pool, captioning on the worker thread).
-    pub captioner: Arc<Captioner>,
+    pub captioner: Arc<Model>,
     /// The queue to the worker.
     pub batcher: Batcher,
     /// Counters.

@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use captioner_generate::pipeline::{Captioned, Captioner};
+use captioner_generate::pipeline::Captioned;
 use captioner_generate::GenerateConfig;
 use image::RgbImage;
 use tokio::sync::oneshot;
 
 use crate::error::{ApiError, ServeError};
 use crate::metrics::Metrics;
+use crate::model::Model;
 
 /// One image waiting to be captioned.
 pub struct Job {
@@ -72,7 +73,7 @@ pub struct Batcher {
 impl Batcher {
     /// Starts the worker thread.
     pub fn start(
-        captioner: Arc<Captioner>,
+        captioner: Arc<Model>,
         config: BatchConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ServeError> {
@@ -172,12 +173,7 @@ fn next_batch(receiver: &Receiver<Job>, config: &BatchConfig) -> Option<Vec<Job>
     Some(batch)
 }
 
-fn run_worker(
-    captioner: &Captioner,
-    receiver: Receiver<Job>,
-    config: BatchConfig,
-    metrics: &Metrics,
-) {
+fn run_worker(captioner: &Model, receiver: Receiver<Job>, config: BatchConfig, metrics: &Metrics) {
     while let Some(batch) = next_batch(&receiver, &config) {
         metrics.add_queue_depth(-(batch.len() as i64));
         // A client that gave up (timeout, closed connection) is not worth a caption.
@@ -199,7 +195,7 @@ fn group_key(config: &GenerateConfig) -> GenerateConfig {
     }
 }
 
-fn run_batch(captioner: &Captioner, batch: Vec<Job>, metrics: &Metrics) {
+fn run_batch(captioner: &Model, batch: Vec<Job>, metrics: &Metrics) {
     let batch_size = batch.len();
     let mut groups: Vec<(GenerateConfig, Vec<Job>)> = Vec::new();
     for job in batch {
@@ -247,7 +243,7 @@ fn run_batch(captioner: &Captioner, batch: Vec<Job>, metrics: &Metrics) {
                         c.len(),
                         meta.len()
                     )),
-                    Ok(Err(e)) => ApiError::from(e),
+                    Ok(Err(e)) => e,
                     Err(_) => ApiError::internal("the model panicked on this batch"),
                 };
                 for (reply, _, _) in meta {

@@ -15,6 +15,7 @@ pub mod api;
 pub mod batcher;
 mod error;
 pub mod metrics;
+mod model;
 
 use std::future::Future;
 use std::path::Path;
@@ -27,10 +28,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use captioner_generate::pipeline::Captioner;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail, ServeError};
+pub use model::Model;
 
 use api::{AppState, ModelInfo};
 use batcher::{BatchConfig, Batcher};
@@ -97,8 +98,9 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts the worker thread for `captioner` with `config`.
-    pub fn new(captioner: Captioner, config: ServeConfig) -> Result<Self, ServeError> {
+    /// Starts the worker thread for `model` (a bundle's `Captioner` or an `HfCaptioner`) with
+    /// `config`.
+    pub fn new(model: impl Into<Model>, config: ServeConfig) -> Result<Self, ServeError> {
         if config.body_limit == 0 {
             return Err(ServeError::Config("the body limit must be above 0".into()));
         }
@@ -112,7 +114,7 @@ impl Service {
             )));
         }
         let metrics = Arc::new(Metrics::default());
-        let captioner = Arc::new(captioner);
+        let captioner = Arc::new(model.into());
         let batcher = Batcher::start(
             captioner.clone(),
             BatchConfig {
@@ -122,22 +124,18 @@ impl Service {
             },
             metrics.clone(),
         )?;
-        let bundle = captioner.bundle();
+        let described = captioner.describe();
         let (gh, gw) = captioner.grid();
         let model = ModelInfo {
             id: config
                 .model_id
                 .clone()
-                .unwrap_or_else(|| model_id(captioner.model_dir())),
-            decoder: bundle.config.decoder.kind().to_string(),
-            encoder: bundle.config.encoder.name.clone(),
-            resize: if bundle.config.encoder.resize.contains("crop") {
-                "crop".into()
-            } else {
-                "squash".into()
-            },
-            vocab_size: bundle.vocab.len(),
-            attention: bundle.decoder.has_attention(),
+                .unwrap_or_else(|| model_id(&described.folder)),
+            decoder: described.decoder,
+            encoder: described.encoder,
+            resize: described.resize,
+            vocab_size: described.vocab_size,
+            attention: described.attention,
             grid: [gh, gw],
             default_beam: config.default_beam,
             max_beam: api::MAX_BEAM,
@@ -214,12 +212,12 @@ impl Service {
 /// Starts the service for `captioner`, binds `host:port` and serves until Ctrl-C or SIGTERM, on
 /// a Tokio runtime of its own (for callers without one, like the `captioner` binary).
 pub fn run(
-    captioner: Captioner,
+    model: impl Into<Model>,
     config: ServeConfig,
     host: &str,
     port: u16,
 ) -> Result<(), ServeError> {
-    let service = Service::new(captioner, config)?;
+    let service = Service::new(model, config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("captioner-http")

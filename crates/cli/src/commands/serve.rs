@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use captioner_encode::encoder::Backend;
 use captioner_generate::pipeline::Captioner;
-use captioner_serve::ServeConfig;
+use captioner_serve::{Model, ServeConfig};
+use captioner_vlm::HfCaptioner;
 
 use super::caption::{resolve_model, MODEL_ENV};
 
@@ -27,8 +28,8 @@ use super::caption::{resolve_model, MODEL_ENV};
 ///   curl -F image=@photo.jpg 'http://127.0.0.1:8080/v1/captions?beam=5&top_k=3'
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model bundle directory (config.json, model.safetensors, tokenizer.json); default: the
-    /// shipped models/default.
+    /// Model bundle directory (config.json, model.safetensors, tokenizer.json), or a Hugging Face
+    /// BLIP / ViT-GPT2 folder; default: the shipped models/default.
     #[arg(long, value_name = "DIR", env = MODEL_ENV)]
     model: Option<PathBuf>,
     /// Encoder weights file (.safetensors or .pth).
@@ -64,9 +65,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let model = resolve_model(args.model.clone())?;
-    let captioner = Captioner::load(&model, args.weights.as_deref(), args.backend)
-        .with_context(|| format!("loading model {}", model.display()))?;
+    let dir = resolve_model(args.model.clone())?;
+    let model: Model = if HfCaptioner::is_hf_dir(&dir) {
+        HfCaptioner::load(&dir)
+            .with_context(|| format!("loading Hugging Face model {}", dir.display()))?
+            .into()
+    } else {
+        Captioner::load(&dir, args.weights.as_deref(), args.backend)
+            .with_context(|| format!("loading model {}", dir.display()))?
+            .into()
+    };
     let config = ServeConfig {
         max_batch: args.max_batch as usize,
         max_wait: Duration::from_millis(args.max_wait_ms),
@@ -77,7 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model_id: None,
     };
     // The library logs the address it listens on (with --port 0, the port it was given).
-    captioner_serve::run(captioner, config, &args.host, args.port)
+    captioner_serve::run(model, config, &args.host, args.port)
         .with_context(|| format!("serving on {}:{}", args.host, args.port))?;
     Ok(())
 }
