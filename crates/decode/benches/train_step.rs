@@ -10,11 +10,12 @@
 //!   the `Decoder` trait, over a 7x7 grid of 1,280 features (`[64, 49, 1280]`), embedding,
 //!   hidden and attention 512, dropout 0.5, `alpha_c` 1, batch 64, 20 steps, vocabulary 8,000.
 //!
-//! Run: `cargo bench -p captioner-decode --bench train_step -- [iters] [lstm] [gru] [sat]`
+//! Run: `cargo bench -p captioner-decode --bench train_step -- [iters] [lstm] [gru] [sat] [bf16]`
 //! (no model named: `lstm` and `gru`); prints the median ms/step and the forward+loss /
 //! backward / optimiser split.
+//! `bf16` runs the large GEMMs in bf16 on AMX tiles (`MatmulPrecision::Bf16`).
 
-use captioner_decode::kernels::gemm::{gemm, Trans};
+use captioner_decode::kernels::gemm::{gemm, set_matmul_precision, MatmulPrecision, Trans};
 use captioner_decode::kernels::gru::*;
 use captioner_decode::kernels::lstm::*;
 use captioner_decode::kernels::softmax_xent::*;
@@ -467,6 +468,7 @@ fn sat_bench(iters: usize) -> Result<(), captioner_decode::DecodeError> {
         time: T,
         inputs: &inputs,
         targets: &targets,
+        weights: None,
     };
     let opts = PassOptions {
         label_smoothing: 0.0,
@@ -521,6 +523,7 @@ fn gemm_report() -> Result<(), KernelError> {
     let mut logits = vec![0f32; n * v];
     let mut dx = vec![0f32; n * d];
     let mut dw = vec![0f32; v * d];
+    let dl = vec![0.1f32; n * v];
     type Case<'a> = (&'a str, Box<dyn FnMut() -> Result<(), KernelError> + 'a>);
     let cases: Vec<Case> = vec![
         (
@@ -542,37 +545,11 @@ fn gemm_report() -> Result<(), KernelError> {
         ),
         (
             "dx = dl w       ",
-            Box::new(|| {
-                gemm(
-                    n,
-                    d,
-                    v,
-                    1.0,
-                    &vec![0.1; n * v],
-                    Trans::No,
-                    &w,
-                    Trans::No,
-                    &mut dx,
-                    false,
-                )
-            }),
+            Box::new(|| gemm(n, d, v, 1.0, &dl, Trans::No, &w, Trans::No, &mut dx, false)),
         ),
         (
             "dw += dl^T x    ",
-            Box::new(|| {
-                gemm(
-                    v,
-                    d,
-                    n,
-                    1.0,
-                    &vec![0.1; n * v],
-                    Trans::Yes,
-                    &a,
-                    Trans::No,
-                    &mut dw,
-                    true,
-                )
-            }),
+            Box::new(|| gemm(v, d, n, 1.0, &dl, Trans::Yes, &a, Trans::No, &mut dw, true)),
         ),
     ];
     let (h, g) = (vec![0.5f32; B * H], vec![0.25f32; 4 * H * H]);
@@ -647,17 +624,19 @@ fn gemm_report() -> Result<(), KernelError> {
     drop(rnn);
     for (name, mut f) in cases {
         f()?;
-        let mut ts: Vec<f64> = (0..5)
+        let mut ts: Vec<f64> = (0..9)
             .map(|_| {
                 let t = Instant::now();
                 f().map(|_| t.elapsed().as_secs_f64())
             })
             .collect::<Result<_, _>>()?;
         let t = median(&mut ts);
+        let best = ts[0];
         println!(
-            "{name} {n}x{v}x{d}: {:.1} ms, {:.0} GFLOP/s",
+            "{name} {n}x{v}x{d}: {:.1} ms, {:.0} GFLOP/s (best {:.1} ms)",
             t * 1e3,
-            2.0 * (n * v * d) as f64 / t / 1e9
+            2.0 * (n * v * d) as f64 / t / 1e9,
+            best * 1e3
         );
     }
     Ok(())
@@ -683,7 +662,16 @@ fn main() -> Result<(), KernelError> {
             .collect::<Vec<u32>>()
     };
     let (tokens_tm, targets_tm) = (tm(&tokens), tm(&targets));
-    println!("threads: {}", rayon::current_num_threads());
+    // `bf16`: large GEMMs in bf16 on AMX tiles (f32 accumulation), like torch's bf16 autocast.
+    let precision = if std::env::args().any(|a| a == "bf16") {
+        set_matmul_precision(MatmulPrecision::Bf16)
+    } else {
+        MatmulPrecision::F32
+    };
+    println!(
+        "threads: {}, matmul precision: {precision:?}",
+        rayon::current_num_threads()
+    );
     if std::env::args().any(|a| a == "gemm") {
         return gemm_report();
     }

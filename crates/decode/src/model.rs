@@ -8,7 +8,11 @@
 //! - the loss is the *sum* of token cross-entropies (plus any regulariser) divided by the number
 //!   of valid target tokens, so gradients are of the mean token loss, as in PyTorch's
 //!   `CrossEntropyLoss(ignore_index=0)`;
-//! - gradients are *accumulated* into the parameter set's gradient buffer; the trainer zeroes it.
+//! - gradients are *accumulated* into the parameter set's gradient buffer; the trainer zeroes it;
+//! - with [`TeacherBatch::weights`] (policy-gradient training, e.g. self-critical sequence
+//!   training), every token loss of row `b` is multiplied by `weights[b]` before the same
+//!   division by the number of valid target tokens, and regularisers that only make sense for
+//!   reference captions (`sat`'s doubly-stochastic attention penalty) are left out.
 
 use crate::params::ParamSet;
 use crate::DecodeError;
@@ -85,10 +89,46 @@ pub struct TeacherBatch<'a> {
     pub inputs: &'a [u32],
     /// `[B, T]` row-major; [`PAD_ID`] marks positions the loss ignores.
     pub targets: &'a [u32],
+    /// Optional per-row (per-caption) weights `[B]`, finite, possibly negative or zero: the
+    /// loss and gradient of every token of row `b` are multiplied by `weights[b]` (the
+    /// advantage `r - baseline` of a sampled caption in self-critical training); the sum is
+    /// still divided by the number of valid target tokens. `None` is weight 1 everywhere and
+    /// gives exactly the unweighted pass.
+    pub weights: Option<&'a [f32]>,
+}
+
+impl<'a> TeacherBatch<'a> {
+    /// An unweighted batch.
+    pub fn new(batch: usize, time: usize, inputs: &'a [u32], targets: &'a [u32]) -> Self {
+        Self {
+            batch,
+            time,
+            inputs,
+            targets,
+            weights: None,
+        }
+    }
+
+    /// Per-token-position weights in time-major order (`[T, B]`, position `t * B + b` gets
+    /// `weights[b]`), as the recurrent decoders lay out their rows; `None` when unweighted.
+    pub fn time_major_weights(&self) -> Option<Vec<f32>> {
+        let w = self.weights?;
+        Some((0..self.time).flat_map(|_| w.iter().copied()).collect())
+    }
+
+    /// Per-token-position weights in row-major order (`[B, T]`); `None` when unweighted.
+    pub fn row_major_weights(&self) -> Option<Vec<f32>> {
+        let w = self.weights?;
+        Some(
+            w.iter()
+                .flat_map(|&x| std::iter::repeat_n(x, self.time))
+                .collect(),
+        )
+    }
 }
 
 impl TeacherBatch<'_> {
-    /// Checks sizes and that every id is inside a vocabulary of `vocab`.
+    /// Checks sizes, weights and that every id is inside a vocabulary of `vocab`.
     pub fn validate(&self, vocab: usize) -> Result<(), DecodeError> {
         let n = self.batch * self.time;
         if self.inputs.len() != n || self.targets.len() != n || n == 0 {
@@ -99,6 +139,20 @@ impl TeacherBatch<'_> {
                 self.inputs.len(),
                 self.targets.len()
             )));
+        }
+        if let Some(w) = self.weights {
+            if w.len() != self.batch {
+                return Err(DecodeError::Shape(format!(
+                    "{} sequence weights for {} captions",
+                    w.len(),
+                    self.batch
+                )));
+            }
+            if let Some(bad) = w.iter().find(|x| !x.is_finite()) {
+                return Err(DecodeError::Shape(format!(
+                    "sequence weight {bad} is not finite"
+                )));
+            }
         }
         if let Some(&bad) = self
             .inputs

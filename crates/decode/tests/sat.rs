@@ -77,6 +77,7 @@ impl Data {
             time: T,
             inputs: &self.inputs,
             targets: &self.targets,
+            weights: None,
         }
     }
 }
@@ -309,6 +310,7 @@ fn training_lowers_the_loss() {
         time: T,
         inputs: &inputs,
         targets: &targets,
+        weights: None,
     };
     let mut m = Sat::new(&tiny_cfg(0.1, 0.5), dims(), 8).unwrap();
     let mut opt = Adam::new(m.params().len(), AdamConfig::adam(3e-2));
@@ -401,6 +403,7 @@ fn names_shapes_and_errors() {
     let bad = vec![9u32; B * T];
     let bad_batch = TeacherBatch {
         targets: &bad,
+        weights: None,
         ..d.batch()
     };
     assert!(m

@@ -107,6 +107,7 @@ fn teacher<'a>(inputs: &'a [u32], targets: &'a [u32]) -> TeacherBatch<'a> {
         time: T,
         inputs,
         targets,
+        weights: None,
     }
 }
 
@@ -429,6 +430,7 @@ fn builds_through_config_with_pytorch_names_and_checks_inputs() {
         time: 9,
         inputs: &long_in,
         targets: &long_in,
+        weights: None,
     };
     assert!(m.forward(&img.feats(), &long, &o, false, &mut rng).is_err());
 }
@@ -452,6 +454,7 @@ fn training_lowers_the_loss() {
         time: T,
         inputs: &inputs,
         targets: &targets,
+        weights: None,
     };
     let eval = PassOptions::default();
     let train = PassOptions {
@@ -522,6 +525,7 @@ fn time_training_step() {
         time: t,
         inputs: &inputs,
         targets: &targets,
+        weights: None,
     };
     let opts = PassOptions {
         label_smoothing: 0.1,

@@ -103,27 +103,40 @@ pub(crate) fn draw(run: &Path, records: &[serde_json::Value]) -> Result<(), Stri
             ("validation".into(), val_loss, RED),
         ],
     )?;
+    let mut metrics = vec![
+        (
+            "BLEU-1".into(),
+            series(records, "epoch", "epoch", "bleu1"),
+            GREEN,
+        ),
+        (
+            "BLEU-4".into(),
+            series(records, "epoch", "epoch", "bleu4"),
+            BLUE,
+        ),
+        (
+            "CIDEr-D".into(),
+            series(records, "epoch", "epoch", "cider_d"),
+            RED,
+        ),
+    ];
+    // SCST runs: the sampled captions' mean training CIDEr-D reward, in the same percent.
+    let reward: Vec<(f64, f64)> = series(records, "epoch", "epoch", "train_reward")
+        .into_iter()
+        .map(|(x, y)| (x, y * 100.0))
+        .collect();
+    if !reward.is_empty() {
+        metrics.push((
+            "train reward (CIDEr-D of samples)".into(),
+            reward,
+            RGBColor(230, 150, 40),
+        ));
+    }
     plot(
         &run.join("metrics.png"),
         "Validation (greedy), %",
         "epoch",
-        &[
-            (
-                "BLEU-1".into(),
-                series(records, "epoch", "epoch", "bleu1"),
-                GREEN,
-            ),
-            (
-                "BLEU-4".into(),
-                series(records, "epoch", "epoch", "bleu4"),
-                BLUE,
-            ),
-            (
-                "CIDEr-D".into(),
-                series(records, "epoch", "epoch", "cider_d"),
-                RED,
-            ),
-        ],
+        &metrics,
     )
 }
 

@@ -38,6 +38,12 @@ pub struct TrainerState {
     pub epoch_loss_sum: f64,
     /// See `epoch_loss_sum`.
     pub epoch_tokens: u64,
+    /// SCST: sum of the current epoch's sample rewards, and the number of samples.
+    #[serde(default)]
+    pub epoch_reward_sum: f64,
+    /// See `epoch_reward_sum`.
+    #[serde(default)]
+    pub epoch_samples: u64,
     /// Whether the run ended (all epochs or early stopping).
     pub finished: bool,
 }

@@ -10,6 +10,9 @@
 //!   `checkpoint_every` steps and at each epoch end, atomically), from which `--resume` goes on;
 //! - `best/`, the bundle with the best validation CIDEr-D so far;
 //! - `log.jsonl`, `loss.png`, `metrics.png`.
+//!
+//! With an `[scst]` section the same loop fine-tunes a trained model by self-critical sequence
+//! training (sampled captions, CIDEr-D reward, REINFORCE with a baseline; see `scst.rs`).
 
 mod charts;
 mod checkpoint;
@@ -17,11 +20,14 @@ mod data;
 mod predict;
 pub mod preset;
 mod schedule;
+mod scst;
 mod trainer;
 
 pub use data::{open_cache, FeatureRows, FeatureSource, TrainData};
 pub use predict::caption_cached;
-pub use preset::{DataConfig, OptimizerKind, Preset, Sampling, Schedule, TrainConfig};
+pub use preset::{
+    Baseline, DataConfig, OptimizerKind, Preset, Sampling, Schedule, ScstConfig, TrainConfig,
+};
 pub use trainer::{train, EpochReport, NullObserver, Observer, RunOptions, RunOutcome, StepReport};
 
 use std::path::PathBuf;

@@ -20,6 +20,56 @@ pub struct Preset {
     /// How.
     #[serde(default)]
     pub train: TrainConfig,
+    /// Self-critical sequence training: fine-tune a trained model on its own sampled captions
+    /// with a CIDEr-D reward instead of on the references (absent: ordinary training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scst: Option<ScstConfig>,
+}
+
+/// What a sampled caption's reward is compared with (Rennie et al. 2017 use the greedy one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Baseline {
+    /// The reward of the image's greedy caption (self-critical proper).
+    Greedy,
+    /// The mean reward of the image's other samples (needs `samples >= 2`).
+    Mean,
+}
+
+/// `[scst]`: self-critical sequence training (Rennie et al., CVPR 2017) as a fine-tuning mode.
+///
+/// Each step takes `train.batch_size` images, samples `samples` captions per image from the model
+/// (dropout off, softmax at `temperature`, up to `max_words` words or `<end>`), rewards each with
+/// its CIDEr-D against the image's training references (document frequencies from all training
+/// references), and minimises `-Σ_i (r_i - b_i) Σ_t log p(w_{i,t})` over the sampled tokens
+/// (`<end>` included), divided by their number. The model, its config and its vocabulary come
+/// from `init`; `[model]` must name the same decoder kind.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScstConfig {
+    /// Model bundle or checkpoint directory to start from (e.g. `runs/default/best`); relative
+    /// paths are relative to the working directory.
+    pub init: String,
+    /// Captions sampled per image.
+    pub samples: usize,
+    /// Baseline subtracted from each sample's reward.
+    pub baseline: Baseline,
+    /// Longest sampled caption in words (`<end>` not counted).
+    pub max_words: usize,
+    /// Softmax temperature of the sampling.
+    pub temperature: f32,
+}
+
+impl Default for ScstConfig {
+    fn default() -> Self {
+        Self {
+            init: String::new(),
+            samples: 5,
+            baseline: Baseline::Greedy,
+            max_words: 16,
+            temperature: 1.0,
+        }
+    }
 }
 
 /// `[data]`: dataset, feature cache, vocabulary.
@@ -206,6 +256,32 @@ impl Preset {
         if self.data.max_words == 0 {
             return Err("[data] max_words must be at least 1".into());
         }
+        if let Some(s) = &self.scst {
+            if s.init.trim().is_empty() {
+                return Err("[scst] init must name the model directory to fine-tune \
+                            (e.g. init = \"runs/default/best\")"
+                    .into());
+            }
+            if s.samples == 0 {
+                return Err("[scst] samples must be at least 1".into());
+            }
+            if s.baseline == Baseline::Mean && s.samples < 2 {
+                return Err(format!(
+                    "[scst] baseline = \"mean\" averages the image's other samples, so samples \
+                     must be at least 2 (got {})",
+                    s.samples
+                ));
+            }
+            if s.max_words == 0 {
+                return Err("[scst] max_words must be at least 1".into());
+            }
+            if !(s.temperature.is_finite() && s.temperature > 0.0) {
+                return Err(format!(
+                    "[scst] temperature must be finite and > 0, got {}",
+                    s.temperature
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -247,5 +323,72 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("lstm9"), "{e}");
+    }
+
+    const SCST: &str = "[model]\nkind = \"sat\"\n[scst]\ninit = \"runs/default/best\"\n";
+
+    #[test]
+    fn scst_section_parses_with_defaults_and_round_trips() {
+        let p = Preset::from_toml(SCST, Path::new("s.toml")).unwrap();
+        let s = p.scst.clone().unwrap();
+        assert_eq!(s.init, "runs/default/best");
+        assert_eq!(
+            (s.samples, s.baseline, s.max_words, s.temperature),
+            (5, Baseline::Greedy, 16, 1.0)
+        );
+        let again = Preset::from_toml(&p.to_toml(), Path::new("t.toml")).unwrap();
+        assert_eq!(again, p);
+        let p = Preset::from_toml(
+            &format!("{SCST}samples = 3\nbaseline = \"mean\"\nmax_words = 12\ntemperature = 0.7\n"),
+            Path::new("s.toml"),
+        )
+        .unwrap();
+        let s = p.scst.unwrap();
+        assert_eq!(
+            (s.samples, s.baseline, s.max_words, s.temperature),
+            (3, Baseline::Mean, 12, 0.7)
+        );
+        // Without the section there is no SCST, and the serialised preset has no `[scst]`.
+        let p = Preset::from_toml("[model]\nkind = \"sat\"\n", Path::new("x.toml")).unwrap();
+        assert!(p.scst.is_none() && !p.to_toml().contains("scst"));
+    }
+
+    #[test]
+    fn the_committed_scst_preset_fine_tunes_the_default_model() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/default-scst.toml");
+        let p = Preset::load(&path).unwrap();
+        let s = p.scst.unwrap();
+        assert_eq!(s.init, "runs/default/best");
+        assert_eq!(p.model.kind(), "sat");
+    }
+
+    #[test]
+    fn scst_bad_values_are_clear_errors() {
+        let err = |extra: &str| {
+            Preset::from_toml(&format!("{SCST}{extra}"), Path::new("s.toml"))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("baseline = \"average\"\n");
+        assert!(
+            e.contains("s.toml")
+                && e.contains("average")
+                && e.contains("greedy")
+                && e.contains("mean"),
+            "{e}"
+        );
+        let e = err("baseline = \"mean\"\nsamples = 1\n");
+        assert!(e.contains("samples must be at least 2"), "{e}");
+        let e = err("temperature = 0.0\n");
+        assert!(e.contains("temperature"), "{e}");
+        let e = err("sample = 4\n");
+        assert!(e.contains("sample"), "{e}");
+        let e = Preset::from_toml(
+            "[model]\nkind = \"sat\"\n[scst]\nsamples = 2\n",
+            Path::new("s.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[scst] init"), "{e}");
     }
 }

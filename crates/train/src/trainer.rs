@@ -4,8 +4,9 @@ use crate::charts;
 use crate::checkpoint::{self, TrainerState};
 use crate::data::{open_cache, FeatureRows, FeatureSource, TrainData};
 use crate::predict::{caption_cached, features};
-use crate::preset::{OptimizerKind, Preset, Schedule};
+use crate::preset::{OptimizerKind, Preset, Sampling, Schedule};
 use crate::schedule::lr_at;
+use crate::scst::Scst;
 use crate::{io_err, TrainError};
 use captioner_data::{Batch, Batcher, Vocab};
 use captioner_decode::bundle::{self, BundleConfig, EncoderInfo, WeightDtype, BUNDLE_FORMAT};
@@ -67,8 +68,11 @@ pub struct EpochReport {
     pub epoch: u32,
     /// Global step at its end.
     pub step: u64,
-    /// Mean training token loss.
+    /// Mean training token loss (SCST: the mean policy-gradient objective).
     pub train_loss: f64,
+    /// SCST only: mean CIDEr-D reward of the epoch's sampled captions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_reward: Option<f64>,
     /// Mean validation token loss (teacher forced, no dropout).
     pub val_loss: f64,
     /// Greedy-decoded validation BLEU-1, in percent.
@@ -215,6 +219,7 @@ fn teacher(batch: &Batch) -> TeacherBatch<'_> {
         time: batch.time,
         inputs: &batch.inputs,
         targets: &batch.targets,
+        weights: None,
     }
 }
 
@@ -302,7 +307,13 @@ pub fn train(
     let resumed = match &resume_from {
         Some(dir) => {
             let b = bundle::load(dir)?;
-            if b.config.decoder != preset.model {
+            // An SCST run's model comes from `[scst] init`, so only the kind must agree.
+            let differs = if preset.scst.is_some() {
+                b.config.decoder.kind() != preset.model.kind()
+            } else {
+                b.config.decoder != preset.model
+            };
+            if differs {
                 return Err(TrainError::Resume(format!(
                     "the checkpoint's [model] differs from the preset's ({} vs {})",
                     b.config.decoder.kind(),
@@ -314,7 +325,33 @@ pub fn train(
         }
         None => None,
     };
-    let vocab_in: Option<Vocab> = resumed.as_ref().map(|(b, _, _)| b.vocab.clone());
+    // SCST starts from a trained bundle: its decoder, config and vocabulary.
+    let init = match (&preset.scst, &resumed) {
+        (Some(s), None) => {
+            let dir = Path::new(&s.init);
+            let b = bundle::load(dir)?;
+            if b.config.decoder.kind() != preset.model.kind() {
+                return Err(TrainError::Data(format!(
+                    "[scst] init {} holds a `{}` decoder, but [model] says `{}`",
+                    dir.display(),
+                    b.config.decoder.kind(),
+                    preset.model.kind()
+                )));
+            }
+            if b.config.decoder != preset.model {
+                observer.note(&format!(
+                    "[scst] the model's hyper-parameters come from {}, not from [model]",
+                    dir.display()
+                ));
+            }
+            Some(b)
+        }
+        _ => None,
+    };
+    let vocab_in: Option<Vocab> = match (&resumed, &init) {
+        (Some((b, _, _)), _) | (None, Some(b)) => Some(b.vocab.clone()),
+        (None, None) => None,
+    };
     let (data, notes) = TrainData::load(&preset.data, &cache, vocab_in)?;
     for n in &notes {
         observer.note(n);
@@ -322,7 +359,29 @@ pub fn train(
     let train_src = FeatureSource::new(&cache, &data.train, spatial)?;
     let val_src = FeatureSource::new(&cache, &data.val, spatial)?;
     let t = &preset.train;
-    let batcher = data.train_batcher(&preset.data, t.batch_size, t.sampling, t.seed)?;
+    // SCST steps are over images (each once per epoch); the captions of the batch go unused.
+    let sampling = if preset.scst.is_some() {
+        Sampling::OnePerImage
+    } else {
+        t.sampling
+    };
+    let batcher = data.train_batcher(&preset.data, t.batch_size, sampling, t.seed)?;
+    let mut scst = match &preset.scst {
+        Some(s) => {
+            observer.note(&format!(
+                "self-critical fine-tuning of {}: {} samples per image (temperature {}, up to {} \
+                 words), {:?} baseline, CIDEr-D reward over {} training images",
+                s.init,
+                s.samples,
+                s.temperature,
+                s.max_words,
+                s.baseline,
+                data.train.images.len()
+            ));
+            Some(Scst::new(s, &data.train)?)
+        }
+        None => None,
+    };
     let val_batcher = data.val_batcher(&preset.data, t.batch_size)?;
     let dims = ModelDims {
         vocab: data.vocab.len(),
@@ -333,9 +392,29 @@ pub fn train(
             0
         },
     };
+    let model_config = match (&resumed, &init) {
+        (Some((b, _, _)), _) if preset.scst.is_some() => b.config.decoder.clone(),
+        (None, Some(b)) => b.config.decoder.clone(),
+        _ => preset.model.clone(),
+    };
+    if let Some(b) = &init {
+        if b.config.dims != dims {
+            return Err(TrainError::Data(format!(
+                "[scst] init {} was trained on features of {} channels and {} cells with a \
+                 vocabulary of {}; these features have {} channels and {} cells (vocabulary {})",
+                preset.scst.as_ref().map_or("", |s| s.init.as_str()),
+                b.config.dims.feature_dim,
+                b.config.dims.cells,
+                b.config.dims.vocab,
+                dims.feature_dim,
+                dims.cells,
+                dims.vocab
+            )));
+        }
+    }
     let bundle_config = BundleConfig {
         format: BUNDLE_FORMAT,
-        decoder: preset.model.clone(),
+        decoder: model_config,
         dims,
         encoder: EncoderInfo {
             name: cache.meta().encoder.clone(),
@@ -359,7 +438,10 @@ pub fn train(
             (b.decoder, state, Some(opt))
         }
         None => (
-            preset.model.build(dims, t.seed)?,
+            match init {
+                Some(b) => b.decoder,
+                None => preset.model.build(dims, t.seed)?,
+            },
             TrainerState {
                 plateau_scale: 1.0,
                 ..TrainerState::default()
@@ -424,7 +506,16 @@ pub fn train(
             let feats = features(&rows, batch.batch, &train_src);
             decoder.params_mut().zero_grads();
             let mut rng = step_rng(t.seed, state.global_step);
-            let stats = decoder.forward(&feats, &teacher(&batch), &opts, true, &mut rng)?;
+            let (stats, rewards) = match scst.as_mut() {
+                Some(sc) => {
+                    let r = sc.step(&mut *decoder, &data.vocab, &feats, &batch.images, &mut rng)?;
+                    (r.pass, Some(r))
+                }
+                None => (
+                    decoder.forward(&feats, &teacher(&batch), &opts, true, &mut rng)?,
+                    None,
+                ),
+            };
             if !stats.loss.is_finite() {
                 return Err(TrainError::NonFinite {
                     step: state.global_step + 1,
@@ -452,6 +543,10 @@ pub fn train(
             state.batch_in_epoch += 1;
             state.epoch_loss_sum += stats.loss as f64 * stats.tokens as f64;
             state.epoch_tokens += stats.tokens as u64;
+            if let Some(r) = &rewards {
+                state.epoch_reward_sum += r.reward * r.samples as f64;
+                state.epoch_samples += r.samples as u64;
+            }
             let report = StepReport {
                 epoch: state.epoch + 1,
                 epochs: t.epochs,
@@ -463,12 +558,20 @@ pub fn train(
                 tokens_per_s: stats.tokens as f64 / step_start.elapsed().as_secs_f64().max(1e-9),
             };
             observer.step(&report);
-            if state.global_step % LOG_EVERY == 0 {
-                log.push(serde_json::json!({
+            if state.global_step % LOG_EVERY == 0 || rewards.is_some() {
+                let mut record = serde_json::json!({
                     "type": "step", "step": state.global_step, "epoch": state.epoch + 1,
                     "loss": stats.loss, "regulariser": stats.regulariser, "lr": lr,
                     "grad_norm": grad_norm, "tokens_per_s": report.tokens_per_s,
-                }))?;
+                });
+                if let (Some(r), Some(obj)) = (&rewards, record.as_object_mut()) {
+                    obj.insert("reward".into(), r.reward.into());
+                    obj.insert("baseline".into(), r.baseline.into());
+                    if let Some(g) = r.greedy_reward {
+                        obj.insert("greedy_reward".into(), g.into());
+                    }
+                }
+                log.push(record)?;
             }
             if options.kill_after_steps == Some(state.global_step) {
                 return Ok(RunOutcome {
@@ -532,6 +635,8 @@ pub fn train(
             epoch,
             step: state.global_step,
             train_loss: state.epoch_loss_sum / state.epoch_tokens.max(1) as f64,
+            train_reward: (state.epoch_samples > 0)
+                .then(|| state.epoch_reward_sum / state.epoch_samples as f64),
             val_loss: v.loss,
             bleu1: v.bleu1,
             bleu4: v.bleu4,
@@ -558,6 +663,8 @@ pub fn train(
         state.batch_in_epoch = 0;
         state.epoch_loss_sum = 0.0;
         state.epoch_tokens = 0;
+        state.epoch_reward_sum = 0.0;
+        state.epoch_samples = 0;
         if t.early_stopping > 0 && state.epochs_since_best >= t.early_stopping {
             observer.note(&format!(
                 "no better validation CIDEr-D for {} epochs: stopping early",

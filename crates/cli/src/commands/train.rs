@@ -20,6 +20,11 @@ use crate::progress;
 /// `checkpoint_every` steps: after a crash or a kill, run the same command with `--resume`
 /// and training continues exactly where the checkpoint left it. `OUT/log.jsonl` records every
 /// metric; `OUT/loss.png` and `OUT/metrics.png` chart them.
+///
+/// A preset with an `[scst]` section fine-tunes a trained model (`init`) by self-critical
+/// sequence training with a CIDEr-D reward instead (see `configs/default-scst.toml`): the loss
+/// shown is then the policy-gradient objective, and each epoch also reports the mean reward of
+/// the sampled captions (every step's is in `log.jsonl`).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Training preset (TOML), e.g. configs/sat.toml.
@@ -88,9 +93,12 @@ impl Observer for Bars {
             b.finish_and_clear();
         }
         eprintln!(
-            "epoch {:>2}: train loss {:.3}  val loss {:.3}  BLEU-1 {:.1}  BLEU-4 {:.1}  CIDEr-D {:.1}  lr {:.2e}  {:.0}s{}",
+            "epoch {:>2}: train loss {:.3}{}  val loss {:.3}  BLEU-1 {:.1}  BLEU-4 {:.1}  CIDEr-D {:.1}  lr {:.2e}  {:.0}s{}",
             r.epoch,
             r.train_loss,
+            r.train_reward
+                .map(|x| format!("  reward {x:.3}"))
+                .unwrap_or_default(),
             r.val_loss,
             r.bleu1,
             r.bleu4,

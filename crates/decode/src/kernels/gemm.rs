@@ -4,8 +4,47 @@
 //! kept it: it packs and blocks for cache itself and reaches most of the FMA peak on the shapes
 //! that matter here (see the crate README / benchmark notes).
 
-use super::{check_len, KernelError};
+use super::{amx, check_len, KernelError};
 use gemm::Parallelism;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How [`gemm`] multiplies large products.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MatmulPrecision {
+    /// `f32` operands and accumulation (the default; PyTorch without autocast).
+    #[default]
+    F32,
+    /// Operands rounded to `bf16`, products accumulated in `f32`, on AMX tiles
+    /// ([`amx`]); PyTorch's `autocast(dtype=torch.bfloat16)`. Falls back to `f32` on CPUs
+    /// without AMX-BF16.
+    Bf16,
+}
+
+static BF16: AtomicBool = AtomicBool::new(false);
+
+/// Sets the precision of every later [`gemm`] in this process and returns the one in effect:
+/// asking for [`MatmulPrecision::Bf16`] on a CPU without AMX-BF16 gives `F32`.
+pub fn set_matmul_precision(precision: MatmulPrecision) -> MatmulPrecision {
+    let bf16 = precision == MatmulPrecision::Bf16 && amx::available();
+    BF16.store(bf16, Ordering::Relaxed);
+    matmul_precision()
+}
+
+/// The precision [`gemm`] uses now.
+pub fn matmul_precision() -> MatmulPrecision {
+    if BF16.load(Ordering::Relaxed) {
+        MatmulPrecision::Bf16
+    } else {
+        MatmulPrecision::F32
+    }
+}
+
+/// Whether a product is worth the `bf16` path: packing converts all of `op(b)` per call, so it
+/// must be shared by enough rows, and small products are faster in `f32` than their packing.
+fn amx_pays(m: usize, n: usize, k: usize) -> bool {
+    m >= 128 && n >= 32 && k >= 32 && m * n * k >= 1 << 22
+}
 
 /// Whether a GEMM operand is used as stored or transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +56,8 @@ pub enum Trans {
 }
 
 /// `c = (accumulate ? c : 0) + alpha * op(a) · op(b)`, all row-major.
+///
+/// Large products go through AMX in `bf16` after [`set_matmul_precision`]`(Bf16)`.
 ///
 /// `op(a)` is `[m, k]` (so `a` is stored `[m, k]`, or `[k, m]` when `ta == Trans::Yes`), `op(b)` is
 /// `[k, n]`, `c` is `[m, n]`. Uses every rayon thread when the product is large enough to pay.
@@ -44,6 +85,9 @@ pub fn gemm(
             c.fill(0.0);
         }
         return Ok(());
+    }
+    if BF16.load(Ordering::Relaxed) && amx_pays(m, n, k) {
+        return amx::gemm_bf16(m, n, k, alpha, a, ta, b, tb, c, accumulate);
     }
     // (row stride, column stride) of op(x) inside the stored buffer.
     let (a_rs, a_cs) = match ta {

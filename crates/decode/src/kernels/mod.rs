@@ -7,6 +7,7 @@
 //! step is one contiguous `[batch, features]` block and the per-step GEMMs need no gathers.
 
 pub mod act;
+pub mod amx;
 pub mod few_rows;
 pub mod gemm;
 pub mod gru;

@@ -8,6 +8,11 @@
 //! chunk, so the `[N, V]` logits never exist in full (with the default chunk size they exist once
 //! per chunk, in cache-sized pieces). Ignored (padding) rows are skipped entirely, like
 //! `pack_padded_sequence` does in PyTorch.
+//!
+//! [`linear_xent_weighted`] also takes optional per-row weights `w_r` (policy-gradient training:
+//! `w_r` is a sequence's advantage): the objective becomes `Σ_r w_r·loss_r / n_valid`, i.e. each
+//! row's loss and gradient are scaled by its weight while the mean is still over the rows that
+//! are not ignored. Without weights it is [`linear_xent`], bit for bit.
 
 use super::act::{exp, multiversion};
 use super::gemm::{gemm, Trans};
@@ -52,9 +57,11 @@ pub struct XentDims {
 /// Result of a fused-loss call.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct XentStats {
-    /// Mean loss over non-ignored rows (0 when all rows are ignored).
+    /// Mean loss over non-ignored rows (0 when all rows are ignored); with row weights, the
+    /// weighted objective `Σ_r w_r·loss_r / n_valid`.
     pub loss: f32,
-    /// Sum of per-row losses (for averaging over several batches exactly).
+    /// Sum of per-row losses, weighted when weights are given (for averaging over several
+    /// batches exactly).
     pub loss_sum: f64,
     /// Rows that were not ignored.
     pub n_valid: usize,
@@ -93,9 +100,9 @@ impl XentWorkspace {
 const LANES: usize = 16;
 
 multiversion! {
-    /// One row: logits in, loss out; with `grad_scale > 0` the row becomes
+    /// One row: logits in, (unweighted) loss out; with `grad` the row becomes
     /// `grad_scale * (softmax - target_distribution)`.
-    fn row_xent(row: &mut [f32], target: usize, smoothing: f32, grad_scale: f32) -> f64 {
+    fn row_xent(row: &mut [f32], target: usize, smoothing: f32, grad: bool, grad_scale: f32) -> f64 {
         let v = row.len() as f32;
         let l_y = row[target];
         let mut mx = [f32::NEG_INFINITY; LANES];
@@ -131,7 +138,7 @@ multiversion! {
         let lse = m + s.ln();
         // (1-ε)(lse - l_y) + ε/V Σ_j (lse - l_j)
         let loss = (1.0 - smoothing) * (lse - l_y) + smoothing * (lse - sum_l / v);
-        if grad_scale > 0.0 {
+        if grad {
             let inv = grad_scale / s;
             let off = grad_scale * smoothing / v;
             for e in row.iter_mut() {
@@ -153,6 +160,26 @@ pub fn linear_xent(
     b: &[f32],
     targets: &[u32],
     cfg: &XentConfig,
+    grads: Option<XentGrads>,
+    ws: &mut XentWorkspace,
+) -> Result<XentStats, KernelError> {
+    linear_xent_weighted(dims, x, w, b, targets, None, cfg, grads, ws)
+}
+
+/// [`linear_xent`] with optional per-row weights `row_weights` (`N` finite values; rows whose
+/// target is ignored may hold anything): row `r`'s loss and gradient are multiplied by
+/// `row_weights[r]`, and the result is still divided by the number of non-ignored rows. A row of
+/// weight 0 contributes nothing (its `d x` row is zero); weights may be negative. `None` is
+/// exactly [`linear_xent`].
+#[allow(clippy::too_many_arguments)]
+pub fn linear_xent_weighted(
+    dims: &XentDims,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    targets: &[u32],
+    row_weights: Option<&[f32]>,
+    cfg: &XentConfig,
     mut grads: Option<XentGrads>,
     ws: &mut XentWorkspace,
 ) -> Result<XentStats, KernelError> {
@@ -165,6 +192,9 @@ pub fn linear_xent(
     check_len("xent w", w.len(), v * d)?;
     check_len("xent b", b.len(), v)?;
     check_len("xent targets", targets.len(), n)?;
+    if let Some(rw) = row_weights {
+        check_len("xent row weights", rw.len(), n)?;
+    }
     if !(0.0..1.0).contains(&cfg.label_smoothing) || cfg.chunk_rows == 0 || v == 0 {
         return Err(KernelError::Invalid(format!(
             "xent config {cfg:?} with vocab {v}"
@@ -187,6 +217,13 @@ pub fn linear_xent(
                 vocab: v,
             });
         }
+        if let Some(wt) = row_weights.map(|rw| rw[row]) {
+            if !wt.is_finite() {
+                return Err(KernelError::Invalid(format!(
+                    "xent row {row} has the weight {wt}; weights must be finite"
+                )));
+            }
+        }
         ws.rows.push(row);
     }
     let n_valid = ws.rows.len();
@@ -196,11 +233,8 @@ pub fn linear_xent(
     if n_valid == 0 {
         return Ok(XentStats::default());
     }
-    let grad_scale = if grads.is_some() {
-        1.0 / n_valid as f32
-    } else {
-        0.0
-    };
+    let want_grad = grads.is_some();
+    let grad_scale = if want_grad { 1.0 / n_valid as f32 } else { 0.0 };
     let chunk = cfg.chunk_rows.min(n_valid);
     ws.logits.resize(chunk * v, 0.0);
     ws.xc.resize(chunk * d, 0.0);
@@ -223,8 +257,21 @@ pub fn linear_xent(
             .par_chunks_mut(v)
             .zip(ws.row_loss[..c].par_iter_mut())
             .zip(rows.par_iter())
-            .for_each(|((row, out), &r)| {
-                *out = row_xent(row, targets[r] as usize, smoothing, grad_scale);
+            .for_each(|((row, out), &r)| match row_weights {
+                None => {
+                    *out = row_xent(row, targets[r] as usize, smoothing, want_grad, grad_scale);
+                }
+                Some(rw) => {
+                    let wt = rw[r];
+                    let l = row_xent(
+                        row,
+                        targets[r] as usize,
+                        smoothing,
+                        want_grad,
+                        grad_scale * wt,
+                    );
+                    *out = l * wt as f64;
+                }
             });
         loss_sum += ws.row_loss[..c].iter().sum::<f64>();
         if let Some(g) = grads.as_mut() {
@@ -255,6 +302,20 @@ pub fn linear_xent_ref(
     targets: &[u32],
     cfg: &XentConfig,
 ) -> (f64, Vec<f64>, Vec<f64>, Vec<f64>) {
+    linear_xent_weighted_ref(dims, x, w, b, targets, None, cfg)
+}
+
+/// Reference for [`linear_xent_weighted`] in `f64`: `(objective, dx, dw, db)`.
+#[allow(clippy::type_complexity)]
+pub fn linear_xent_weighted_ref(
+    dims: &XentDims,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    targets: &[u32],
+    row_weights: Option<&[f32]>,
+    cfg: &XentConfig,
+) -> (f64, Vec<f64>, Vec<f64>, Vec<f64>) {
     let XentDims {
         rows: n,
         dim: d,
@@ -279,10 +340,11 @@ pub fn linear_xent_ref(
         let mx = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let lse = mx + logits.iter().map(|l| (l - mx).exp()).sum::<f64>().ln();
         let y = targets[r] as usize;
+        let wt = row_weights.map_or(1.0, |rw| rw[r] as f64);
         for (j, &l) in logits.iter().enumerate() {
             let q = eps / v as f64 + if j == y { 1.0 - eps } else { 0.0 };
-            total += q * (lse - l);
-            let g = ((l - lse).exp() - q) / nv;
+            total += wt * q * (lse - l);
+            let g = wt * ((l - lse).exp() - q) / nv;
             db[j] += g;
             for k in 0..d {
                 dw[j * d + k] += g * x[r * d + k] as f64;

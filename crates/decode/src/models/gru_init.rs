@@ -26,7 +26,9 @@ use crate::kernels::gru::{
     gru_backward, gru_forward, GruCache, GruInputGrads, GruParamGrads, GruParams,
 };
 use crate::kernels::lstm::SeqDims;
-use crate::kernels::softmax_xent::{linear_xent, XentConfig, XentDims, XentGrads, XentWorkspace};
+use crate::kernels::softmax_xent::{
+    linear_xent_weighted, XentConfig, XentDims, XentGrads, XentWorkspace,
+};
 use crate::model::{
     log_softmax_rows, DecodeState, Decoder, Features, PassOptions, PassStats, TeacherBatch, PAD_ID,
 };
@@ -303,6 +305,7 @@ impl Decoder for GruInit {
 
         // Vocabulary projection fused with the loss.
         let top = &w.caches[n_layers - 1];
+        let row_weights = batch.time_major_weights();
         let xdims = XentDims {
             rows: tb,
             dim: h,
@@ -315,12 +318,13 @@ impl Decoder for GruInit {
         };
         let (fc_w, fc_b) = (vals.get(ids.fc_w), vals.get(ids.fc_b));
         if !grads {
-            let st = linear_xent(
+            let st = linear_xent_weighted(
                 &xdims,
                 top.output(),
                 fc_w,
                 fc_b,
                 &w.targets,
+                row_weights.as_deref(),
                 &xcfg,
                 None,
                 &mut w.ws,
@@ -332,12 +336,13 @@ impl Decoder for GruInit {
             });
         }
         zeroed(&mut w.d_out, tb * h);
-        let st = linear_xent(
+        let st = linear_xent_weighted(
             &xdims,
             top.output(),
             fc_w,
             fc_b,
             &w.targets,
+            row_weights.as_deref(),
             &xcfg,
             Some(XentGrads {
                 x: &mut w.d_out,

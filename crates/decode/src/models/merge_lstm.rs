@@ -23,7 +23,9 @@ use crate::kernels::gemm::{gemm, Trans};
 use crate::kernels::lstm::{
     lstm_backward, lstm_forward, LstmCache, LstmInputGrads, LstmParamGrads, LstmParams, SeqDims,
 };
-use crate::kernels::softmax_xent::{linear_xent, XentConfig, XentDims, XentGrads, XentWorkspace};
+use crate::kernels::softmax_xent::{
+    linear_xent_weighted, XentConfig, XentDims, XentGrads, XentWorkspace,
+};
 use crate::model::{
     log_softmax_rows, DecodeState, Decoder, Features, PassOptions, PassStats, TeacherBatch, PAD_ID,
 };
@@ -329,6 +331,7 @@ impl Decoder for MergeLstm {
         }
         let a_in: &[f32] = if p_drop > 0.0 { &w.act_drop } else { &w.act };
 
+        let row_weights = batch.time_major_weights();
         let xdims = XentDims {
             rows: tb,
             dim: pj,
@@ -341,7 +344,17 @@ impl Decoder for MergeLstm {
         };
         let (fc_w, fc_b) = (vals.get(ids.fc_w), vals.get(ids.fc_b));
         if !grads {
-            let st = linear_xent(&xdims, a_in, fc_w, fc_b, &w.targets, &xcfg, None, &mut w.ws)?;
+            let st = linear_xent_weighted(
+                &xdims,
+                a_in,
+                fc_w,
+                fc_b,
+                &w.targets,
+                row_weights.as_deref(),
+                &xcfg,
+                None,
+                &mut w.ws,
+            )?;
             return Ok(PassStats {
                 loss: st.loss,
                 regulariser: 0.0,
@@ -349,12 +362,13 @@ impl Decoder for MergeLstm {
             });
         }
         zeroed(&mut w.d_act, tb * pj);
-        let st = linear_xent(
+        let st = linear_xent_weighted(
             &xdims,
             a_in,
             fc_w,
             fc_b,
             &w.targets,
+            row_weights.as_deref(),
             &xcfg,
             Some(XentGrads {
                 x: &mut w.d_act,

@@ -18,13 +18,17 @@
 //! attention-context half and the recurrent GEMMs run per step, and every weight gradient is one
 //! GEMM over all steps after the backward loop (the per-step pre-activation gradients are kept).
 //! The vocabulary projection of all steps is one fused [`linear_xent`] call.
+//!
+//! [`linear_xent`]: crate::kernels::softmax_xent::linear_xent
 
 use crate::config::ModelDims;
 use crate::kernels::act::{multiversion, sigmoid, tanh};
 use crate::kernels::few_rows::FewRowsLinear;
 use crate::kernels::gemm::{gemm, Trans};
 use crate::kernels::packed_gemm::{PackedWeights, WeightView};
-use crate::kernels::softmax_xent::{linear_xent, XentConfig, XentDims, XentGrads, XentWorkspace};
+use crate::kernels::softmax_xent::{
+    linear_xent_weighted, XentConfig, XentDims, XentGrads, XentWorkspace,
+};
 use crate::kernels::{add_col_sums, KernelError};
 use crate::model::{
     log_softmax_rows, DecodeState, Decoder, Features, PassOptions, PassStats, TeacherBatch, PAD_ID,
@@ -838,7 +842,14 @@ impl Decoder for Sat {
         let (b, t_len) = (batch.batch, batch.time);
         let n = b * t_len;
         let (bh, g4) = (b * h, 4 * h);
-        let alpha_c = self.cfg.alpha_c;
+        // The doubly-stochastic penalty regularises attention over reference captions; for
+        // weighted (policy-gradient) batches of sampled captions it does not apply.
+        let alpha_c = if batch.weights.is_some() {
+            0.0
+        } else {
+            self.cfg.alpha_c
+        };
+        let row_weights = batch.time_major_weights();
         let dropout = if opts.train { self.cfg.dropout } else { 0.0 };
         let Sat {
             params, ids, work, ..
@@ -997,12 +1008,13 @@ impl Decoder for Sat {
             ..XentConfig::default()
         };
         if !grads {
-            let st = linear_xent(
+            let st = linear_xent_weighted(
                 &xdims,
                 out,
                 w.fc_w,
                 w.fc_b,
                 &wk.targets,
+                row_weights.as_deref(),
                 &xcfg,
                 None,
                 &mut wk.xent,
@@ -1014,12 +1026,13 @@ impl Decoder for Sat {
             });
         }
         zeroed(&mut wk.d_out, n * h);
-        let st = linear_xent(
+        let st = linear_xent_weighted(
             &xdims,
             out,
             w.fc_w,
             w.fc_b,
             &wk.targets,
+            row_weights.as_deref(),
             &xcfg,
             Some(XentGrads {
                 x: &mut wk.d_out,

@@ -318,7 +318,8 @@ impl Transformer {
         let mem = net.memory(&feats_t, b)?;
         let kv = net.cross_kv(&mem, b)?;
         let (h, _) = net.decode(batch.inputs, b, t, &kv, &mut dropout)?;
-        let (loss, loss_value) = if self.dtype == DType::F32 {
+        let row_weights = batch.row_major_weights();
+        let (loss, loss_value) = if self.dtype == DType::F32 && row_weights.is_none() {
             let cfg = XentConfig {
                 label_smoothing: opts.label_smoothing,
                 ignore_index: Some(PAD_ID),
@@ -331,7 +332,15 @@ impl Transformer {
         } else if valid == 0 {
             (Tensor::zeros((), self.dtype, &Device::Cpu)?, 0.0f64)
         } else {
-            let loss = net.plain_loss(&h, batch.targets, opts.label_smoothing, valid)?;
+            // Weighted (policy-gradient) batches take the plain candle loss in either dtype: the
+            // fused op has no per-row weights.
+            let loss = net.plain_loss(
+                &h,
+                batch.targets,
+                opts.label_smoothing,
+                valid,
+                row_weights.as_deref(),
+            )?;
             let v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             (loss, v)
         };
@@ -652,6 +661,7 @@ impl Net {
         targets: &[u32],
         smoothing: f32,
         valid: usize,
+        row_weights: Option<&[f32]>,
     ) -> Result<Tensor, DecodeError> {
         let logits = self.linear(h, self.idx.fc)?;
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
@@ -664,7 +674,14 @@ impl Net {
             ((picked.affine(1.0 - eps, 0.0)? + mean_all.affine(eps, 0.0)?)?.affine(-1.0, 0.0))?;
         let wts: Vec<f32> = targets
             .iter()
-            .map(|&t| if t == PAD_ID { 0.0 } else { 1.0 / valid as f32 })
+            .enumerate()
+            .map(|(r, &t)| {
+                if t == PAD_ID {
+                    0.0
+                } else {
+                    row_weights.map_or(1.0, |rw| rw[r]) / valid as f32
+                }
+            })
             .collect();
         let wts = Tensor::from_vec(wts, targets.len(), &Device::Cpu)?.to_dtype(self.dtype)?;
         Ok((nll * wts)?.sum_all()?)

@@ -60,6 +60,7 @@ pub fn teacher<'a>(inputs: &'a [u32], targets: &'a [u32]) -> TeacherBatch<'a> {
         time: T,
         inputs,
         targets,
+        weights: None,
     }
 }
 
@@ -322,6 +323,7 @@ pub fn time_training_step(name: &str, m: &mut dyn Decoder, v: usize, f: usize) {
         time: t,
         inputs: &inputs,
         targets: &targets,
+        weights: None,
     };
     let opts = PassOptions {
         label_smoothing: 0.0,

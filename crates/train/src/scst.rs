@@ -1,0 +1,244 @@
+//! Self-critical sequence training (Rennie et al., "Self-critical Sequence Training for Image
+//! Captioning", CVPR 2017; reward as in ruotianluo/self-critical.pytorch's `CiderD` over the
+//! training corpus): one step of the policy-gradient fine-tuning that [`crate::train`] runs when
+//! the preset has an `[scst]` section.
+//!
+//! For a batch of `B` images, one step
+//! 1. samples `K` captions per image with `captioner_generate`'s sampler (softmax at the
+//!    temperature, no top-k / top-p, up to `max_words` words or `<end>`; dropout is off, as
+//!    in every generation), the random streams seeded from the run's per-step generator;
+//! 2. rewards each with its CIDEr-D against all of the image's training references, document
+//!    frequencies from every training image's references ([`captioner_metrics::CiderD`]);
+//! 3. subtracts the baseline: the reward of the image's greedy caption, or the mean reward of
+//!    its other `K - 1` samples;
+//! 4. feeds the samples back through the decoder's teacher-forced pass with the advantages
+//!    `r - b` as per-caption weights ([`TeacherBatch::weights`]), which minimises
+//!    `-Σ_i (r_i - b_i) Σ_t log p(w_{i,t})` (`<end>` included when sampled) divided by the number
+//!    of sampled tokens. That pass runs without dropout too, so its log-probabilities are those
+//!    the samples were drawn from, and without `sat`'s attention regulariser (weighted passes
+//!    leave it out).
+
+use crate::preset::{Baseline, ScstConfig};
+use crate::TrainError;
+use captioner_data::{Dataset, Vocab};
+use captioner_decode::model::{END_ID, PAD_ID, START_ID};
+use captioner_decode::{Decoder, Features, PassOptions, PassStats, TeacherBatch};
+use captioner_generate::{generate, GenerateConfig, Hypothesis, Strategy};
+use captioner_metrics::tokenizer::{tokenize, tokenize_all};
+use captioner_metrics::{CiderD, PreparedRefs};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// The reward model: CIDEr-D with the training references' document frequencies, and every
+/// training image's references prepared once.
+pub(crate) struct Scst {
+    cfg: ScstConfig,
+    cider: CiderD,
+    refs: Vec<PreparedRefs>,
+    pooled: Vec<f32>,
+    spatial: Vec<f32>,
+}
+
+/// What one step measured, besides the pass itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ScstStats {
+    /// The weighted pass (its `loss` is the policy-gradient objective).
+    pub pass: PassStats,
+    /// Mean CIDEr-D of the samples.
+    pub reward: f64,
+    /// Mean baseline.
+    pub baseline: f64,
+    /// Mean CIDEr-D of the greedy captions (greedy baseline only).
+    pub greedy_reward: Option<f64>,
+    /// Captions sampled.
+    pub samples: usize,
+}
+
+impl Scst {
+    /// Prepares the references of `train` (the split the batcher's image indices point into).
+    pub fn new(cfg: &ScstConfig, train: &Dataset) -> Result<Self, TrainError> {
+        let refs: Vec<Vec<String>> = train
+            .images
+            .iter()
+            .map(|i| tokenize_all(&i.captions))
+            .collect();
+        let cider = CiderD::from_references(&refs)
+            .map_err(|e| TrainError::Data(format!("[scst] CIDEr-D document frequencies: {e}")))?;
+        let refs = refs.iter().map(|r| cider.prepare(r)).collect();
+        Ok(Self {
+            cfg: cfg.clone(),
+            cider,
+            refs,
+            pooled: Vec::new(),
+            spatial: Vec::new(),
+        })
+    }
+
+    /// CIDEr-D of a caption (word ids) against the references of training image `image`.
+    fn reward(&self, vocab: &Vocab, tokens: &[u32], image: usize) -> Result<f64, TrainError> {
+        let refs = self.refs.get(image).ok_or_else(|| {
+            TrainError::Data(format!("training image index {image} out of range"))
+        })?;
+        Ok(self.cider.score(&tokenize(&vocab.decode(tokens)), refs))
+    }
+
+    /// One SCST step over the images `images` (training split indices) whose features are
+    /// `feats`; accumulates the gradients into the decoder's parameter set.
+    pub fn step(
+        &mut self,
+        decoder: &mut dyn Decoder,
+        vocab: &Vocab,
+        feats: &Features,
+        images: &[usize],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<ScstStats, TrainError> {
+        let (b, k) = (feats.batch, self.cfg.samples);
+        if images.len() != b {
+            return Err(TrainError::Data(format!(
+                "{} images for {b} feature rows",
+                images.len()
+            )));
+        }
+        // Every image K times: row i * K + j is sample j of image i.
+        repeat_rows(feats.pooled, b, k, &mut self.pooled);
+        if let Some(s) = feats.spatial {
+            repeat_rows(s, b, k, &mut self.spatial);
+        }
+        let rep = Features {
+            batch: b * k,
+            dim: feats.dim,
+            pooled: &self.pooled,
+            spatial: feats.spatial.map(|_| self.spatial.as_slice()),
+            cells: feats.cells,
+        };
+        let base_cfg = GenerateConfig {
+            strategy: Strategy::Greedy,
+            // Pure multinomial sampling: `<end>` may come first.
+            min_words: 0,
+            max_words: self.cfg.max_words,
+            ..GenerateConfig::default()
+        };
+        let sample_cfg = GenerateConfig {
+            strategy: Strategy::Sample {
+                temperature: self.cfg.temperature,
+                top_k: 0,
+                top_p: 1.0,
+                seed: rng.random::<u64>(),
+            },
+            ..base_cfg.clone()
+        };
+        let samples: Vec<Hypothesis> = generate(&*decoder, &rep, &sample_cfg)?
+            .into_iter()
+            .map(|h| h.into_iter().next().unwrap_or_else(empty_hypothesis))
+            .collect();
+        let mut rewards = Vec::with_capacity(b * k);
+        for (row, h) in samples.iter().enumerate() {
+            rewards.push(self.reward(vocab, &h.tokens, images[row / k])?);
+        }
+        let mut greedy_mean = None;
+        let baselines: Vec<f64> = match self.cfg.baseline {
+            Baseline::Greedy => {
+                let greedy = generate(&*decoder, feats, &base_cfg)?;
+                let mut g = Vec::with_capacity(b);
+                for (i, hyps) in greedy.iter().enumerate() {
+                    let tokens = hyps.first().map(|h| h.tokens.as_slice()).unwrap_or(&[]);
+                    g.push(self.reward(vocab, tokens, images[i])?);
+                }
+                greedy_mean = Some(mean(&g));
+                (0..b * k).map(|row| g[row / k]).collect()
+            }
+            Baseline::Mean => (0..b * k)
+                .map(|row| {
+                    let img = &rewards[row / k * k..(row / k + 1) * k];
+                    (img.iter().sum::<f64>() - rewards[row]) / (k - 1) as f64
+                })
+                .collect(),
+        };
+        let weights: Vec<f32> = rewards
+            .iter()
+            .zip(&baselines)
+            .map(|(r, b)| (r - b) as f32)
+            .collect();
+
+        // The samples as a teacher-forced batch: `<start> w1..wL` -> `w1..wL <end>` (no `<end>`
+        // for a caption cut at `max_words`).
+        let time = samples
+            .iter()
+            .map(|h| h.tokens.len() + usize::from(h.finished))
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let (mut inputs, mut targets) = (vec![PAD_ID; b * k * time], vec![PAD_ID; b * k * time]);
+        for (row, h) in samples.iter().enumerate() {
+            let mut seq: Vec<u32> = h.tokens.clone();
+            if h.finished {
+                seq.push(END_ID);
+            }
+            for (t, &tok) in seq.iter().enumerate() {
+                targets[row * time + t] = tok;
+                inputs[row * time + t] = if t == 0 { START_ID } else { seq[t - 1] };
+            }
+        }
+        let batch = TeacherBatch {
+            batch: b * k,
+            time,
+            inputs: &inputs,
+            targets: &targets,
+            weights: Some(&weights),
+        };
+        let opts = PassOptions {
+            label_smoothing: 0.0,
+            train: false,
+        };
+        let pass = decoder.forward(&rep, &batch, &opts, true, rng)?;
+        Ok(ScstStats {
+            pass,
+            reward: mean(&rewards),
+            baseline: mean(&baselines),
+            greedy_reward: greedy_mean,
+            samples: b * k,
+        })
+    }
+}
+
+/// What an image without any hypothesis counts as: an empty, unfinished caption (reward 0, no
+/// tokens in the loss).
+fn empty_hypothesis() -> Hypothesis {
+    Hypothesis {
+        tokens: Vec::new(),
+        log_prob: 0.0,
+        score: 0.0,
+        finished: false,
+        attention: None,
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// `out` = every row of `src` (`rows` equal rows) repeated `k` times in place.
+fn repeat_rows(src: &[f32], rows: usize, k: usize, out: &mut Vec<f32>) {
+    out.clear();
+    let width = src.len() / rows.max(1);
+    for row in src.chunks_exact(width.max(1)).take(rows) {
+        for _ in 0..k {
+            out.extend_from_slice(row);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_repeat_in_place() {
+        let mut out = Vec::new();
+        repeat_rows(&[1.0, 2.0, 3.0, 4.0], 2, 3, &mut out);
+        assert_eq!(
+            out,
+            [1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 3.0, 4.0, 3.0, 4.0, 3.0, 4.0]
+        );
+    }
+}
