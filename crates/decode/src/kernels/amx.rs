@@ -13,7 +13,7 @@
 
 use super::act::multiversion;
 use super::gemm::Trans;
-use super::KernelError;
+use super::{check_len, KernelError};
 use rayon::prelude::*;
 use std::sync::OnceLock;
 
@@ -351,7 +351,7 @@ thread_local! {
 }
 
 /// `c = (accumulate ? c : 0) + alpha * op(a) · op(b)` with `bf16` products, as
-/// [`super::gemm::gemm`]. Callers check [`available`] first; lengths are the caller's to check.
+/// [`super::gemm::gemm`]. Callers check [`available`] first.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_bf16(
     m: usize,
@@ -370,6 +370,10 @@ pub(crate) fn gemm_bf16(
             "AMX-BF16 is not available on this CPU".into(),
         ));
     }
+    // `run` writes through raw pointers computed from the shape: the lengths must fit it.
+    check_len("gemm a", a.len(), m * k)?;
+    check_len("gemm b", b.len(), k * n)?;
+    check_len("gemm c", c.len(), m * n)?;
     // Packing a transposed `a` is a scattered transpose, packing an untransposed `b` is
     // streaming: when `a` is the transposed and larger operand (the weight gradient
     // `dl^T · x`), compute `c^T = op(b)^T · op(a)^T` instead and write the result transposed.
@@ -417,13 +421,6 @@ fn run(
     let (a_len, b_len) = (ksteps * 2 * TILE, ksteps * TILE);
     // One task per (row block, column group): disjoint pieces of `c`.
     let c_addr = c.as_mut_ptr() as usize;
-    let combine = |dst: &mut f32, s: f32, first: bool| {
-        if first {
-            *dst = alpha * s;
-        } else {
-            *dst += alpha * s;
-        }
-    };
     // Column-group-major, so that consecutive tasks (rayon hands each thread a contiguous
     // range) reuse one 256-column strip of packed `b` from L2 across all row blocks.
     (0..mblocks * groups).into_par_iter().for_each(|task| {
@@ -472,12 +469,16 @@ fn run(
                     tiles.store(scratch.as_mut_ptr(), NB);
                 }
                 if transposed {
+                    // Transpose the block in place, so that its rows are the rows of `c`.
+                    for r in 0..MB {
+                        for cidx in r + 1..NB {
+                            scratch.swap(r * NB + cidx, cidx * NB + r);
+                        }
+                    }
                     for cidx in 0..cols {
                         let off = (jb * NB + cidx) * m + ib * MB;
                         let dst = unsafe { std::slice::from_raw_parts_mut(c_ptr.add(off), rows) };
-                        for (r, d) in dst.iter_mut().enumerate() {
-                            combine(d, scratch[r * NB + cidx], first);
-                        }
+                        combine_row(dst, &scratch[cidx * NB..cidx * NB + rows], alpha, first);
                     }
                 } else {
                     for r in 0..rows {
