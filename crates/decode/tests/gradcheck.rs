@@ -471,3 +471,54 @@ fn lstm_and_gru_reject_mismatched_shapes() {
         Err(captioner_decode::KernelError::CacheMismatch { .. })
     ));
 }
+
+/// The recurrences multiply by a transposed copy of `w_hh` for longer sequences and by a
+/// transposed view for short ones (generation's one-step calls): both must give the reference.
+#[test]
+fn recurrences_match_the_reference_on_both_sides_of_the_transposed_copy() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for seq_len in [1, 2, 3, 4, 5, 9] {
+        let d = SeqDims {
+            seq_len,
+            batch: 3,
+            input: 5,
+            hidden: 7,
+        };
+        let bh = d.batch * d.hidden;
+        let x = rand_vec(&mut rng, seq_len * d.batch * d.input, 1.0);
+        let (h0, c0) = (rand_vec(&mut rng, bh, 0.5), rand_vec(&mut rng, bh, 0.5));
+        for gates in [4, 3] {
+            let g = gates * d.hidden;
+            let w_ih = rand_vec(&mut rng, g * d.input, 0.5);
+            let w_hh = rand_vec(&mut rng, g * d.hidden, 0.5);
+            let (b_ih, b_hh) = (rand_vec(&mut rng, g, 0.5), rand_vec(&mut rng, g, 0.5));
+            let (got, want): (Vec<f32>, Vec<f64>) = if gates == 4 {
+                let p = LstmParams {
+                    w_ih: &w_ih,
+                    w_hh: &w_hh,
+                    b_ih: &b_ih,
+                    b_hh: &b_hh,
+                };
+                let mut cache = LstmCache::new();
+                lstm_forward(&d, &p, &x, Some(&h0), Some(&c0), &mut cache).unwrap();
+                let got = cache.output().to_vec();
+                (got, lstm_forward_ref(&d, &p, &x, &h0, &c0).0)
+            } else {
+                let p = GruParams {
+                    w_ih: &w_ih,
+                    w_hh: &w_hh,
+                    b_ih: &b_ih,
+                    b_hh: &b_hh,
+                };
+                let mut cache = GruCache::new();
+                gru_forward(&d, &p, &x, Some(&h0), &mut cache).unwrap();
+                let got = cache.output().to_vec();
+                (got, gru_forward_ref(&d, &p, &x, &h0))
+            };
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                assert!((*a as f64 - b).abs() < 1e-5, "T={seq_len} gates={gates}");
+            }
+        }
+    }
+}

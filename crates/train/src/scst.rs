@@ -8,7 +8,8 @@
 //!    temperature, no top-k / top-p, up to `max_words` words or `<end>`; dropout is off, as
 //!    in every generation), the random streams seeded from the run's per-step generator;
 //! 2. rewards each with its CIDEr-D against all of the image's training references, document
-//!    frequencies from every training image's references ([`captioner_metrics::CiderD`]);
+//!    frequencies from every training image's references ([`captioner_metrics::CiderD`]); an
+//!    end token closes every reference and every finished sample, so endings are rewarded too;
 //! 3. subtracts the baseline: the reward of the image's greedy caption, or the mean reward of
 //!    its other `K - 1` samples;
 //! 4. feeds the samples back through the decoder's teacher-forced pass with the advantages
@@ -28,6 +29,12 @@ use captioner_metrics::tokenizer::{tokenize, tokenize_all};
 use captioner_metrics::{CiderD, PreparedRefs};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+
+/// The end-of-caption token in rewarded text. As in ruotianluo's `array_to_str`, both the samples
+/// and the references end with it, so that n-grams ending a caption count: without it, a caption
+/// cut after "in a blue" loses almost nothing and SCST learns such truncated endings. The
+/// tokenizer never produces it from words, so it can match nothing else.
+const EOS: &str = "<eos>";
 
 /// The reward model: CIDEr-D with the training references' document frequencies, and every
 /// training image's references prepared once.
@@ -60,7 +67,12 @@ impl Scst {
         let refs: Vec<Vec<String>> = train
             .images
             .iter()
-            .map(|i| tokenize_all(&i.captions))
+            .map(|i| {
+                tokenize_all(&i.captions)
+                    .into_iter()
+                    .map(|r| format!("{r} {EOS}"))
+                    .collect()
+            })
             .collect();
         let cider = CiderD::from_references(&refs)
             .map_err(|e| TrainError::Data(format!("[scst] CIDEr-D document frequencies: {e}")))?;
@@ -74,12 +86,24 @@ impl Scst {
         })
     }
 
-    /// CIDEr-D of a caption (word ids) against the references of training image `image`.
-    fn reward(&self, vocab: &Vocab, tokens: &[u32], image: usize) -> Result<f64, TrainError> {
+    /// CIDEr-D of a caption (word ids) against the references of training image `image`;
+    /// `finished` captions (ended by `<end>`) carry the end token, as the references do.
+    fn reward(
+        &self,
+        vocab: &Vocab,
+        tokens: &[u32],
+        finished: bool,
+        image: usize,
+    ) -> Result<f64, TrainError> {
         let refs = self.refs.get(image).ok_or_else(|| {
             TrainError::Data(format!("training image index {image} out of range"))
         })?;
-        Ok(self.cider.score(&tokenize(&vocab.decode(tokens)), refs))
+        let mut text = tokenize(&vocab.decode(tokens));
+        if finished {
+            text.push(' ');
+            text.push_str(EOS);
+        }
+        Ok(self.cider.score(&text, refs))
     }
 
     /// One SCST step over the images `images` (training split indices) whose features are
@@ -133,7 +157,7 @@ impl Scst {
             .collect();
         let mut rewards = Vec::with_capacity(b * k);
         for (row, h) in samples.iter().enumerate() {
-            rewards.push(self.reward(vocab, &h.tokens, images[row / k])?);
+            rewards.push(self.reward(vocab, &h.tokens, h.finished, images[row / k])?);
         }
         let mut greedy_mean = None;
         let baselines: Vec<f64> = match self.cfg.baseline {
@@ -141,8 +165,10 @@ impl Scst {
                 let greedy = generate(&*decoder, feats, &base_cfg)?;
                 let mut g = Vec::with_capacity(b);
                 for (i, hyps) in greedy.iter().enumerate() {
-                    let tokens = hyps.first().map(|h| h.tokens.as_slice()).unwrap_or(&[]);
-                    g.push(self.reward(vocab, tokens, images[i])?);
+                    let (tokens, finished) = hyps
+                        .first()
+                        .map_or((&[][..], false), |h| (h.tokens.as_slice(), h.finished));
+                    g.push(self.reward(vocab, tokens, finished, images[i])?);
                 }
                 greedy_mean = Some(mean(&g));
                 (0..b * k).map(|row| g[row / k]).collect()
@@ -231,6 +257,42 @@ fn repeat_rows(src: &[f32], rows: usize, k: usize, out: &mut Vec<f32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use captioner_data::{ImageEntry, ImageId};
+
+    #[test]
+    fn a_caption_cut_before_its_natural_end_earns_less_than_the_whole_one() {
+        let captions = [
+            "a man in a blue shirt is running",
+            "a man in a blue shirt runs down the street",
+            "a man wearing a blue shirt is running outside",
+        ];
+        let image = |id: &str| ImageEntry {
+            id: ImageId::from(id),
+            file: id.into(),
+            split: None,
+            captions: captions.iter().map(|c| c.to_string()).collect(),
+        };
+        let other = ImageEntry {
+            captions: vec!["two dogs play in the snow".into()],
+            ..image("b")
+        };
+        let train = Dataset {
+            images_dir: None,
+            images: vec![image("a"), other],
+        };
+        let scst = Scst::new(&ScstConfig::default(), &train).unwrap();
+        let vocab = Vocab::from_words(captions.iter().flat_map(|c| c.split(' ')));
+        let whole = vocab.encode("a man in a blue shirt is running");
+        let cut = vocab.encode("a man in a blue");
+        let r_whole = scst.reward(&vocab, &whole, true, 0).unwrap();
+        let r_cut = scst.reward(&vocab, &cut, true, 0).unwrap();
+        // Only a finished caption carries the end token, so one cut at the word limit does not
+        // collect the references' ending n-grams.
+        let r_unfinished = scst.reward(&vocab, &whole, false, 0).unwrap();
+        assert!(r_whole > r_cut, "{r_whole} vs {r_cut}");
+        assert!(r_whole > r_unfinished, "{r_whole} vs {r_unfinished}");
+        assert!(scst.reward(&vocab, &whole, true, 2).is_err());
+    }
 
     #[test]
     fn rows_repeat_in_place() {

@@ -423,6 +423,7 @@ pub fn train(
         max_words: VAL_MAX_WORDS,
         training: serde_json::json!({ "preset": preset }),
     };
+    let fine_tunes_init = init.is_some();
     let (mut decoder, mut state, opt_state) = match resumed {
         Some((b, mut state, opt)) => {
             // More epochs than the finished run had (`--epochs`) extend it; a run that stopped
@@ -496,6 +497,36 @@ pub fn train(
             state,
         )
     };
+
+    // SCST must not make `best/` worse than the model it starts from: that model is validated
+    // first, as epoch 0, and an SCST epoch becomes `best` only by beating it.
+    if fine_tunes_init && state.global_step == 0 && state.best_cider.is_none() {
+        observer.validating(data.val.images.len());
+        let v = validate(
+            &mut *decoder,
+            &data,
+            &val_batcher,
+            &val_src,
+            t.label_smoothing,
+        )?;
+        state.best_cider = Some(v.cider_d);
+        state.best_epoch = Some(0);
+        let mut cfg = bundle_config.clone();
+        cfg.training = serde_json::json!({
+            "preset": preset, "epoch": 0, "step": 0,
+            "val_bleu4": v.bleu4, "val_cider_d": v.cider_d,
+        });
+        bundle::save(&best_dir, &cfg, &*decoder, &data.vocab, WeightDtype::F32)?;
+        log.push(serde_json::json!({
+            "type": "epoch", "epoch": 0, "step": 0, "val_loss": v.loss, "bleu1": v.bleu1,
+            "bleu4": v.bleu4, "cider_d": v.cider_d, "is_best": true,
+        }))?;
+        observer.note(&format!(
+            "[scst] starting model: validation BLEU-4 {:.2}, CIDEr-D {:.2}",
+            v.bleu4, v.cider_d
+        ));
+        save_last(&*decoder, &*optimizer, &mut state)?;
+    }
 
     while !state.finished && state.epoch < t.epochs {
         let epoch_start = Instant::now();

@@ -148,11 +148,30 @@ fn scst_fine_tunes_logs_rewards_and_resumes_bit_identically() {
         any_positive |= reward > 0.0;
     }
     assert!(any_positive, "no sample earned any reward: {steps:?}");
+    // The starting model is validated first, as epoch 0: the same dev CIDEr-D its own training
+    // recorded, and `best` until an SCST epoch beats it.
     let epochs = records(&straight, "epoch");
-    assert_eq!(epochs.len(), 2);
-    assert!(epochs
+    assert_eq!(epochs.len(), 3);
+    let init_config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(init.join("config.json")).unwrap()).unwrap();
+    assert_eq!(epochs[0]["epoch"].as_u64(), Some(0));
+    assert_eq!(epochs[0]["is_best"].as_bool(), Some(true));
+    let (cider0, cider_init) = (
+        epochs[0]["cider_d"].as_f64().unwrap(),
+        init_config["training"]["val_cider_d"].as_f64().unwrap(),
+    );
+    assert!(
+        (cider0 - cider_init).abs() < 1e-9,
+        "{cider0} vs {cider_init}"
+    );
+    assert!(epochs[1..]
         .iter()
         .all(|e| e["train_reward"].as_f64().is_some_and(f64::is_finite)));
+    let best_cider = epochs
+        .iter()
+        .filter_map(|e| e["cider_d"].as_f64())
+        .fold(f64::MIN, f64::max);
+    assert_eq!(out.state.best_cider, Some(best_cider));
     // The fine-tune moved the weights away from the initial model, and kept its vocabulary.
     let w0 = std::fs::read(init.join("model.safetensors")).unwrap();
     let w1 = std::fs::read(straight.join("last/model.safetensors")).unwrap();

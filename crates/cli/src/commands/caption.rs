@@ -101,7 +101,7 @@ pub struct Args {
     backend: Backend,
 }
 
-fn parse_length_penalty(s: &str) -> Result<LengthPenalty, String> {
+pub(crate) fn parse_length_penalty(s: &str) -> Result<LengthPenalty, String> {
     match s {
         "none" => Ok(LengthPenalty::None),
         "average" | "avg" => Ok(LengthPenalty::Average),

@@ -70,6 +70,22 @@ pub struct Args {
     #[arg(long, default_value_t = 20)]
     max_words: usize,
 
+    /// Shortest caption for --model, in words.
+    #[arg(long, default_value_t = 1)]
+    min_words: usize,
+
+    /// Beam length normalisation for --model: none, average (log-prob per word) or gnmt:<alpha>.
+    #[arg(long, default_value = "none", value_parser = super::caption::parse_length_penalty)]
+    length_penalty: captioner_generate::LengthPenalty,
+
+    /// For --model: never repeat an n-gram of this size (0 = off).
+    #[arg(long, default_value_t = 0)]
+    no_repeat_ngram: usize,
+
+    /// For --model: let captions contain `<unk>` (suppressed by default, as in `captioner caption`).
+    #[arg(long)]
+    allow_unk: bool,
+
     /// Write the captions --model generated here (COCO results format).
     #[arg(long, value_name = "FILE")]
     save_results: Option<PathBuf>,
@@ -307,14 +323,17 @@ fn generate_results(
     } else {
         captioner_generate::Strategy::Beam {
             size: args.beam as usize,
-            length_penalty: captioner_generate::LengthPenalty::None,
+            length_penalty: args.length_penalty,
             top_k_hypotheses: 1,
         }
     };
     let config = captioner_generate::GenerateConfig {
         strategy,
         max_words: args.max_words.max(1),
-        ..captioner_generate::GenerateConfig::default()
+        min_words: args.min_words.min(args.max_words.max(1)),
+        no_repeat_ngram: args.no_repeat_ngram,
+        suppress_unk: !args.allow_unk,
+        return_attention: false,
     };
     let bar = crate::progress::bar(dataset.len() as u64, "images");
     bar.set_message(format!("captioning (beam {})", args.beam));

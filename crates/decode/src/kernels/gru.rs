@@ -14,7 +14,7 @@
 use super::act::{multiversion, sigmoid, tanh};
 use super::gemm::{gemm, Trans};
 use super::lstm::SeqDims;
-use super::{add_col_sums, check_len, KernelError};
+use super::{add_col_sums, check_len, recurrent_operand, KernelError};
 
 /// Borrowed GRU parameters in PyTorch layout (see the module docs).
 #[derive(Clone, Copy, Debug)]
@@ -78,6 +78,8 @@ pub struct GruCache {
     d_gx: Vec<f32>,
     /// Pre-activation gradients w.r.t. the recurrent projections, `[T, B, 3H]`.
     d_gh: Vec<f32>,
+    /// `w_hh^T`, `[H, 3H]` (forward workspace).
+    w_hh_t: Vec<f32>,
 }
 
 impl GruCache {
@@ -252,6 +254,7 @@ fn recurrence(
         cache.h[..bh].copy_from_slice(h0);
     }
     cache.dims = Some(*d);
+    let (w, tw) = recurrent_operand(w_hh, g, h_sz, t_len, &mut cache.w_hh_t);
     for t in 0..t_len {
         for row in cache.gh.chunks_exact_mut(g) {
             row.copy_from_slice(b_hh);
@@ -265,8 +268,8 @@ fn recurrence(
             1.0,
             h_prev,
             Trans::No,
-            w_hh,
-            Trans::Yes,
+            w,
+            tw,
             &mut cache.gh,
             true,
         )?;

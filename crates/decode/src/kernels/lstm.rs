@@ -9,7 +9,7 @@
 
 use super::act::{multiversion, sigmoid, tanh};
 use super::gemm::{gemm, Trans};
-use super::{add_col_sums, check_len, KernelError};
+use super::{add_col_sums, check_len, recurrent_operand, KernelError};
 
 /// Shape of one LSTM/GRU layer call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +94,8 @@ pub struct LstmCache {
     h: Vec<f32>,
     /// Pre-activation gate gradients `[T, B, 4H]` (backward workspace).
     d_gates: Vec<f32>,
+    /// `w_hh^T`, `[H, 4H]` (forward workspace).
+    w_hh_t: Vec<f32>,
 }
 
 impl LstmCache {
@@ -303,6 +305,7 @@ fn recurrence(
         cache.c[..bh].copy_from_slice(c0);
     }
     cache.dims = Some(*d);
+    let (w, tw) = recurrent_operand(w_hh, g, h_sz, t_len, &mut cache.w_hh_t);
     for t in 0..t_len {
         let gates = &mut cache.gates[t * b * g..(t + 1) * b * g];
         gemm(
@@ -312,8 +315,8 @@ fn recurrence(
             1.0,
             &cache.h[t * bh..(t + 1) * bh],
             Trans::No,
-            w_hh,
-            Trans::Yes,
+            w,
+            tw,
             gates,
             true,
         )?;
