@@ -498,25 +498,26 @@ pub fn train(
         )
     };
 
+    let run_validation = |decoder: &mut dyn Decoder| {
+        validate(decoder, &data, &val_batcher, &val_src, t.label_smoothing)
+    };
+    let save_best = |decoder: &dyn Decoder, epoch: u32, step: u64, v: &Validation| {
+        let mut cfg = bundle_config.clone();
+        cfg.training = serde_json::json!({
+            "preset": preset, "epoch": epoch, "step": step,
+            "val_bleu4": v.bleu4, "val_cider_d": v.cider_d,
+        });
+        bundle::save(&best_dir, &cfg, decoder, &data.vocab, WeightDtype::F32)
+    };
+
     // SCST must not make `best/` worse than the model it starts from: that model is validated
     // first, as epoch 0, and an SCST epoch becomes `best` only by beating it.
     if fine_tunes_init && state.global_step == 0 && state.best_cider.is_none() {
         observer.validating(data.val.images.len());
-        let v = validate(
-            &mut *decoder,
-            &data,
-            &val_batcher,
-            &val_src,
-            t.label_smoothing,
-        )?;
+        let v = run_validation(&mut *decoder)?;
         state.best_cider = Some(v.cider_d);
         state.best_epoch = Some(0);
-        let mut cfg = bundle_config.clone();
-        cfg.training = serde_json::json!({
-            "preset": preset, "epoch": 0, "step": 0,
-            "val_bleu4": v.bleu4, "val_cider_d": v.cider_d,
-        });
-        bundle::save(&best_dir, &cfg, &*decoder, &data.vocab, WeightDtype::F32)?;
+        save_best(&*decoder, 0, 0, &v)?;
         log.push(serde_json::json!({
             "type": "epoch", "epoch": 0, "step": 0, "val_loss": v.loss, "bleu1": v.bleu1,
             "bleu4": v.bleu4, "cider_d": v.cider_d, "is_best": true,
@@ -623,25 +624,14 @@ pub fn train(
         }
 
         observer.validating(data.val.images.len());
-        let v = validate(
-            &mut *decoder,
-            &data,
-            &val_batcher,
-            &val_src,
-            t.label_smoothing,
-        )?;
+        let v = run_validation(&mut *decoder)?;
         let epoch = state.epoch + 1;
         let improved = state.best_cider.is_none_or(|b| v.cider_d > b);
         if improved {
             state.best_cider = Some(v.cider_d);
             state.best_epoch = Some(epoch);
             state.epochs_since_best = 0;
-            let mut cfg = bundle_config.clone();
-            cfg.training = serde_json::json!({
-                "preset": preset, "epoch": epoch, "step": state.global_step,
-                "val_bleu4": v.bleu4, "val_cider_d": v.cider_d,
-            });
-            bundle::save(&best_dir, &cfg, &*decoder, &data.vocab, WeightDtype::F32)?;
+            save_best(&*decoder, epoch, state.global_step, &v)?;
         } else {
             state.epochs_since_best += 1;
         }
