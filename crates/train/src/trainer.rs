@@ -511,8 +511,10 @@ pub fn train(
     };
 
     // SCST must not make `best/` worse than the model it starts from: that model is validated
-    // first, as epoch 0, and an SCST epoch becomes `best` only by beating it.
-    if fine_tunes_init && state.global_step == 0 && state.best_cider.is_none() {
+    // first, as epoch 0, and an SCST epoch becomes `best` only by beating it. (`init` is only
+    // loaded for a fresh run, so its state is at step 0 with no best yet; a resumed run already
+    // holds epoch 0's result in its checkpoint.)
+    if fine_tunes_init {
         observer.validating(data.val.images.len());
         let v = run_validation(&mut *decoder)?;
         state.best_cider = Some(v.cider_d);
