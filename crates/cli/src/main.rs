@@ -46,7 +46,7 @@ enum Command {
     Train(commands::train::Args),
     /// Score captions against references (BLEU-1..4, METEOR, ROUGE-L, CIDEr-D).
     Eval(commands::eval::Args),
-    /// Copy a model bundle, optionally with f16 weights (for shipping).
+    /// Copy a model bundle with f16 weights (for shipping), or average checkpoints into one.
     Export(commands::export::Args),
     /// Serve a web page and a JSON API for captioning.
     Serve(commands::serve::Args),

@@ -74,27 +74,63 @@ fn every_committed_preset_parses() {
     );
 }
 
+/// `captioner export --model M... --out OUT [--f16]`.
+fn export(models: &[&std::path::Path], out: &std::path::Path, f16: bool) -> Output {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["export".as_ref()];
+    for m in models {
+        args.extend(["--model".as_ref(), m.as_os_str()]);
+    }
+    args.extend(["--out".as_ref(), out.as_os_str()]);
+    if f16 {
+        args.push("--f16".as_ref());
+    }
+    run(&args)
+}
+
+fn default_model() -> &'static std::path::Path {
+    std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default"))
+}
+
 #[test]
 fn export_writes_an_f16_bundle_that_loads_with_the_same_config() {
     let dir = tempfile::tempdir().unwrap();
-    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default");
     let out_dir = dir.path().join("copy");
-    let out = run(&[
-        "export".as_ref(),
-        "--model".as_ref(),
-        model.as_ref(),
-        "--out".as_ref(),
-        out_dir.as_os_str(),
-        "--f16".as_ref(),
-    ]);
+    let out = export(&[default_model()], &out_dir, true);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let a = captioner_decode::bundle::load(std::path::Path::new(model)).unwrap();
+    let a = captioner_decode::bundle::load(default_model()).unwrap();
     let b = captioner_decode::bundle::load(&out_dir).unwrap();
     assert_eq!(a.config, b.config);
     assert_eq!(a.decoder.params().values(), b.decoder.params().values());
     assert_eq!(a.vocab.words(), b.vocab.words());
+}
+
+#[test]
+fn export_averages_several_models_and_refuses_a_missing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("avg");
+    let out = export(&[default_model(), default_model()], &out_dir, false);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = captioner_decode::bundle::load(default_model()).unwrap();
+    let b = captioner_decode::bundle::load(&out_dir).unwrap();
+    assert_eq!(a.decoder.params().values(), b.decoder.params().values());
+    assert_eq!(b.config.training["averaged"].as_array().unwrap().len(), 2);
+
+    let missing = dir.path().join("no-such-run/epoch-3");
+    let out = export(
+        &[default_model(), &missing],
+        &dir.path().join("avg2"),
+        false,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such-run/epoch-3"), "{stderr}");
+    assert!(!dir.path().join("avg2").exists());
 }

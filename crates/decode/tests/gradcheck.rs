@@ -45,12 +45,22 @@ fn assert_close(what: &str, analytic: &[f32], numeric: &[f64], tol: f64) -> f64 
 
 #[test]
 fn lstm_forward_matches_reference_and_gradients_match_finite_differences() {
+    check_lstm(6);
+}
+
+/// 37 = two 16-lane vectors and a tail: the vectorised gate loops run, not only their tails.
+#[test]
+fn lstm_gradients_match_finite_differences_across_vector_lanes() {
+    check_lstm(37);
+}
+
+fn check_lstm(hidden: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let d = SeqDims {
         seq_len: 4,
         batch: 3,
         input: 5,
-        hidden: 6,
+        hidden,
     };
     let g = 4 * d.hidden;
     let (bh, n_x) = (d.batch * d.hidden, d.seq_len * d.batch * d.input);
@@ -162,12 +172,22 @@ fn lstm_forward_matches_reference_and_gradients_match_finite_differences() {
 
 #[test]
 fn gru_forward_matches_reference_and_gradients_match_finite_differences() {
+    check_gru(6);
+}
+
+/// As [`lstm_gradients_match_finite_differences_across_vector_lanes`].
+#[test]
+fn gru_gradients_match_finite_differences_across_vector_lanes() {
+    check_gru(37);
+}
+
+fn check_gru(hidden: usize) {
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     let d = SeqDims {
         seq_len: 4,
         batch: 3,
         input: 5,
-        hidden: 6,
+        hidden,
     };
     let g = 3 * d.hidden;
     let (bh, n_x) = (d.batch * d.hidden, d.seq_len * d.batch * d.input);
@@ -243,6 +263,79 @@ fn gru_forward_matches_reference_and_gradients_match_finite_differences() {
     }
 }
 
+/// Random inputs for the fused loss: `x`, `w`, `b` (scaled by `bias_scale`) and targets, with
+/// the rows in `ignored` set to the ignored index 0.
+fn xent_inputs(
+    rng: &mut ChaCha8Rng,
+    dims: &XentDims,
+    bias_scale: f32,
+    ignored: &[usize],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<u32>) {
+    let x = rand_vec(rng, dims.rows * dims.dim, 1.0);
+    let w = rand_vec(rng, dims.vocab * dims.dim, 1.0);
+    let b = rand_vec(rng, dims.vocab, bias_scale);
+    let mut targets: Vec<u32> = (0..dims.rows)
+        .map(|_| rng.random_range(1..dims.vocab as u32))
+        .collect();
+    for &r in ignored {
+        targets[r] = 0;
+    }
+    (x, w, b, targets)
+}
+
+/// [`linear_xent`] with gradients, checked against [`linear_xent_ref`]; returns the loss and the
+/// gradients `(dx, dw)`. `dx` starts as garbage: the kernel must overwrite it.
+fn xent_against_reference(
+    dims: &XentDims,
+    (x, w, b, targets): &(Vec<f32>, Vec<f32>, Vec<f32>, Vec<u32>),
+    cfg: &XentConfig,
+    loss_tol: f64,
+) -> (XentStats, Vec<f32>, Vec<f32>) {
+    let (mut dx, mut dw, mut db) = (
+        vec![9f32; x.len()],
+        vec![0f32; w.len()],
+        vec![0f32; b.len()],
+    );
+    let grads = XentGrads {
+        x: &mut dx,
+        w: &mut dw,
+        b: &mut db,
+    };
+    let mut ws = XentWorkspace::new();
+    let st = linear_xent(dims, x, w, b, targets, cfg, Some(grads), &mut ws).unwrap();
+    let (loss_ref, dx_r, dw_r, db_r) = linear_xent_ref(dims, x, w, b, targets, cfg);
+    assert!(
+        (st.loss as f64 - loss_ref).abs() < loss_tol,
+        "{} vs {loss_ref}",
+        st.loss
+    );
+    assert_close("xent dx", &dx, &dx_r, 1e-5);
+    assert_close("xent dw", &dw, &dw_r, 1e-5);
+    assert_close("xent db", &db, &db_r, 1e-5);
+    (st, dx, dw)
+}
+
+/// Rows wider than the 16-lane vectors (with a tail), and a gradient large enough for the bias
+/// gradient's column sums to be split over threads.
+#[test]
+fn fused_xent_matches_reference_with_a_wide_vocabulary() {
+    let mut rng = ChaCha8Rng::seed_from_u64(10);
+    let dims = XentDims {
+        rows: 70,
+        dim: 9,
+        vocab: 4011,
+    };
+    let inputs = xent_inputs(&mut rng, &dims, 2.0, &[5]);
+    for (smoothing, chunk_rows) in [(0.0, 1024), (0.1, 16)] {
+        let cfg = XentConfig {
+            label_smoothing: smoothing,
+            ignore_index: Some(0),
+            chunk_rows,
+        };
+        xent_against_reference(&dims, &inputs, &cfg, 1e-4);
+    }
+}
+
 #[test]
 fn fused_xent_matches_reference_and_finite_differences() {
     let mut rng = ChaCha8Rng::seed_from_u64(9);
@@ -251,50 +344,24 @@ fn fused_xent_matches_reference_and_finite_differences() {
         dim: 7,
         vocab: 13,
     };
-    let x = rand_vec(&mut rng, dims.rows * dims.dim, 1.0);
-    let w = rand_vec(&mut rng, dims.vocab * dims.dim, 1.0);
-    let b = rand_vec(&mut rng, dims.vocab, 1.0);
-    let mut targets: Vec<u32> = (0..dims.rows)
-        .map(|_| rng.random_range(1..dims.vocab as u32))
-        .collect();
-    targets[2] = 0;
-    targets[7] = 0;
+    let inputs = xent_inputs(&mut rng, &dims, 1.0, &[2, 7]);
+    let (x, w, b, targets) = &inputs;
     for (smoothing, chunk_rows) in [(0.0, 256), (0.1, 3), (0.3, 1)] {
         let cfg = XentConfig {
             label_smoothing: smoothing,
             ignore_index: Some(0),
             chunk_rows,
         };
-        let (mut dx, mut dw, mut db) = (
-            vec![9f32; x.len()],
-            vec![0f32; w.len()],
-            vec![0f32; b.len()],
-        );
-        let mut ws = XentWorkspace::new();
-        let grads = XentGrads {
-            x: &mut dx,
-            w: &mut dw,
-            b: &mut db,
-        };
-        let st = linear_xent(&dims, &x, &w, &b, &targets, &cfg, Some(grads), &mut ws).unwrap();
+        let (st, dx, dw) = xent_against_reference(&dims, &inputs, &cfg, 1e-5);
         assert_eq!(st.n_valid, 9);
-        let (loss_ref, dx_r, dw_r, db_r) = linear_xent_ref(&dims, &x, &w, &b, &targets, &cfg);
-        assert!(
-            (st.loss as f64 - loss_ref).abs() < 1e-5,
-            "{} vs {loss_ref}",
-            st.loss
-        );
-        assert_close("xent dx", &dx, &dx_r, 1e-5);
-        assert_close("xent dw", &dw, &dw_r, 1e-5);
-        assert_close("xent db", &db, &db_r, 1e-5);
         // And the analytic reference itself against finite differences of its loss.
         let loss_of =
-            |x: &[f32], w: &[f32], b: &[f32]| linear_xent_ref(&dims, x, w, b, &targets, &cfg).0;
+            |x: &[f32], w: &[f32], b: &[f32]| linear_xent_ref(&dims, x, w, b, targets, &cfg).0;
         let num_dw: Vec<f64> = (0..w.len())
-            .map(|i| fd(&mut w.clone(), i, &mut |v: &[f32]| loss_of(&x, v, &b)))
+            .map(|i| fd(&mut w.clone(), i, &mut |v: &[f32]| loss_of(x, v, b)))
             .collect();
         let num_dx: Vec<f64> = (0..x.len())
-            .map(|i| fd(&mut x.clone(), i, &mut |v: &[f32]| loss_of(v, &w, &b)))
+            .map(|i| fd(&mut x.clone(), i, &mut |v: &[f32]| loss_of(v, w, b)))
             .collect();
         let worst = assert_close("xent dw (fd)", &dw, &num_dw, 1e-3).max(assert_close(
             "xent dx (fd)",
@@ -304,7 +371,8 @@ fn fused_xent_matches_reference_and_finite_differences() {
         ));
         eprintln!("xent smoothing {smoothing} chunk {chunk_rows}: worst abs err vs fd {worst:.2e}");
         // Evaluation path: same loss, no gradients.
-        let st2 = linear_xent(&dims, &x, &w, &b, &targets, &cfg, None, &mut ws).unwrap();
+        let mut ws = XentWorkspace::new();
+        let st2 = linear_xent(&dims, x, w, b, targets, &cfg, None, &mut ws).unwrap();
         assert!((st2.loss - st.loss).abs() < 1e-6);
     }
 }

@@ -28,7 +28,9 @@ pub use predict::caption_cached;
 pub use preset::{
     Baseline, DataConfig, OptimizerKind, Preset, Sampling, Schedule, ScstConfig, TrainConfig,
 };
-pub use trainer::{train, EpochReport, NullObserver, Observer, RunOptions, RunOutcome, StepReport};
+pub use trainer::{
+    epoch_dir, train, EpochReport, NullObserver, Observer, RunOptions, RunOutcome, StepReport,
+};
 
 use std::path::PathBuf;
 

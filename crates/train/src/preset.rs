@@ -188,6 +188,9 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Seed of initialisation, data order and dropout.
     pub seed: u64,
+    /// Also keep each epoch's weights as a model bundle `epoch-N/` in the run folder, e.g. to
+    /// average the last few with `captioner export --model run/epoch-2 --model run/epoch-3`.
+    pub keep_epochs: bool,
 }
 
 impl Default for TrainConfig {
@@ -205,6 +208,7 @@ impl Default for TrainConfig {
             early_stopping: 5,
             checkpoint_every: 200,
             seed: 42,
+            keep_epochs: false,
         }
     }
 }

@@ -155,6 +155,11 @@ fn make_optimizer(preset: &Preset, n: usize) -> Box<dyn Optimizer> {
 
 /// Dropout randomness of a step depends only on the seed and the step, so a resumed run
 /// draws the same masks as an uninterrupted one without storing generator state.
+/// Where `keep_epochs` puts the weights of 1-based `epoch`.
+pub fn epoch_dir(run: &Path, epoch: u32) -> PathBuf {
+    run.join(format!("epoch-{epoch}"))
+}
+
 fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(step.wrapping_add(1));
@@ -501,13 +506,16 @@ pub fn train(
     let run_validation = |decoder: &mut dyn Decoder| {
         validate(decoder, &data, &val_batcher, &val_src, t.label_smoothing)
     };
-    let save_best = |decoder: &dyn Decoder, epoch: u32, step: u64, v: &Validation| {
+    let save_model = |dir: &Path, decoder: &dyn Decoder, epoch: u32, step: u64, v: &Validation| {
         let mut cfg = bundle_config.clone();
         cfg.training = serde_json::json!({
             "preset": preset, "epoch": epoch, "step": step,
             "val_bleu4": v.bleu4, "val_cider_d": v.cider_d,
         });
-        bundle::save(&best_dir, &cfg, decoder, &data.vocab, WeightDtype::F32)
+        bundle::save(dir, &cfg, decoder, &data.vocab, WeightDtype::F32)
+    };
+    let save_best = |decoder: &dyn Decoder, epoch: u32, step: u64, v: &Validation| {
+        save_model(&best_dir, decoder, epoch, step, v)
     };
 
     // SCST must not make `best/` worse than the model it starts from: that model is validated
@@ -636,6 +644,15 @@ pub fn train(
             save_best(&*decoder, epoch, state.global_step, &v)?;
         } else {
             state.epochs_since_best += 1;
+        }
+        if t.keep_epochs {
+            save_model(
+                &epoch_dir(run, epoch),
+                &*decoder,
+                epoch,
+                state.global_step,
+                &v,
+            )?;
         }
         if let Schedule::Plateau {
             factor, patience, ..

@@ -212,3 +212,42 @@ fn a_diverging_run_stops_naming_the_step_and_keeps_the_last_checkpoint() {
     );
     assert!(captioner_decode::bundle::load(&run.join("last")).is_ok());
 }
+
+#[test]
+fn keep_epochs_leaves_each_epochs_weights_also_across_a_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, cache) = fixture(tmp.path());
+    let mut p = preset(
+        "kind = \"gru-init\"\nembed = 8\nhidden = 12\nlayers = 2\ndropout = 0.2",
+        &data,
+        &cache,
+    );
+    p.train.keep_epochs = true;
+    let run = tmp.path().join("run");
+    let opts = RunOptions {
+        run_dir: run.clone(),
+        kill_after_steps: Some(7),
+        ..RunOptions::default()
+    };
+    assert!(train(&p, &opts, &mut NullObserver).unwrap().killed);
+    assert!(captioner_train::epoch_dir(&run, 1).is_dir());
+    assert!(!captioner_train::epoch_dir(&run, 2).exists());
+    let resume = RunOptions {
+        run_dir: run.clone(),
+        resume: true,
+        ..RunOptions::default()
+    };
+    train(&p, &resume, &mut NullObserver).unwrap();
+    let weights = |dir: PathBuf| std::fs::read(dir.join("model.safetensors")).unwrap();
+    let epochs: Vec<Vec<u8>> = (1..=3)
+        .map(|e| weights(captioner_train::epoch_dir(&run, e)))
+        .collect();
+    assert!(epochs[0] != epochs[1] && epochs[1] != epochs[2]);
+    assert!(epochs[2] == weights(run.join("last")));
+    let avg = captioner_decode::bundle::load_average(&[
+        captioner_train::epoch_dir(&run, 2),
+        captioner_train::epoch_dir(&run, 3),
+    ])
+    .unwrap();
+    assert_eq!(avg.config.dims.vocab, avg.vocab.len());
+}

@@ -19,7 +19,9 @@ use crate::progress;
 /// `captioner caption --model OUT/best`. `OUT/last/` is a checkpoint written every
 /// `checkpoint_every` steps: after a crash or a kill, run the same command with `--resume`
 /// and training continues exactly where the checkpoint left it. `OUT/log.jsonl` records every
-/// metric; `OUT/loss.png` and `OUT/metrics.png` chart them.
+/// metric; `OUT/loss.png` and `OUT/metrics.png` chart them. With `keep_epochs = true` in the
+/// preset's `[train]`, each epoch's weights also stay as `OUT/epoch-N/`; `captioner export`
+/// averages several of them into one model.
 ///
 /// A preset with an `[scst]` section fine-tunes a trained model (`init`) by self-critical
 /// sequence training with a CIDEr-D reward instead (see `configs/default-scst.toml`): the loss

@@ -60,7 +60,14 @@ pub fn exp(x: f32) -> f32 {
         * r
         + 0.5;
     let y = p * r2 + r + 1.0;
-    let scale = f32::from_bits((((fx as i32) + 127) as u32) << 23);
+    // 2^fx for the integer fx in [-126, 127]: adding 1.5 * 2^23 puts fx in the low mantissa bits
+    // (`0x4B40_0000 + fx`), from which the biased exponent is integer arithmetic. The obvious
+    // `fx as i32` saturates in Rust, and LLVM turns that into scalar conversions that keep the
+    // loops around `exp` from vectorising fully.
+    let biased = (fx + 12_582_912.0)
+        .to_bits()
+        .wrapping_sub(0x4B40_0000 - 127);
+    let scale = f32::from_bits(biased << 23);
     y * scale
 }
 

@@ -123,19 +123,36 @@ multiversion! {
             let (xz, xn) = rest.split_at_mut(hidden);
             let (hr, rest) = hh.split_at(hidden);
             let (hz, hnn) = rest.split_at(hidden);
-            // Re-slicing to the loop bound lets LLVM drop the bounds checks and vectorise.
-            let (xn, hnn, hp, hn, h) = (&mut xn[..hidden], &hnn[..hidden], &hp[..hidden], &mut hn[..hidden], &mut h[..hidden]);
-            for j in 0..hidden {
-                let r = sigmoid(xr[j] + hr[j]);
-                let z = sigmoid(xz[j] + hz[j]);
-                let n = tanh(xn[j] + r * hnn[j]);
-                xr[j] = r;
-                xz[j] = z;
-                xn[j] = n;
-                hn[j] = hnn[j];
-                h[j] = (1.0 - z) * n + z * hp[j];
-            }
+            gru_row_fwd(xr, xz, xn, [hr, hz, hnn], hp, hn, h);
         }
+    }
+}
+
+/// One row of [`gru_cell_fwd`]. Separate slice arguments tell LLVM the gate blocks do not
+/// overlap (it cannot prove that for blocks of one slice split at a run-time offset, nor for
+/// `&mut` slices passed inside an array, and then leaves the loop scalar, several times slower).
+#[inline(always)]
+fn gru_row_fwd(
+    xr: &mut [f32],
+    xz: &mut [f32],
+    xn: &mut [f32],
+    [hr, hz, hnn]: [&[f32]; 3],
+    hp: &[f32],
+    hn: &mut [f32],
+    h: &mut [f32],
+) {
+    let n = h.len();
+    let (xr, xz, xn) = (&mut xr[..n], &mut xz[..n], &mut xn[..n]);
+    let (hr, hz, hnn, hp, hn) = (&hr[..n], &hz[..n], &hnn[..n], &hp[..n], &mut hn[..n]);
+    for j in 0..n {
+        let r = sigmoid(xr[j] + hr[j]);
+        let z = sigmoid(xz[j] + hz[j]);
+        let nv = tanh(xn[j] + r * hnn[j]);
+        xr[j] = r;
+        xz[j] = z;
+        xn[j] = nv;
+        hn[j] = hnn[j];
+        h[j] = (1.0 - z) * nv + z * hp[j];
     }
 }
 
@@ -165,23 +182,40 @@ multiversion! {
             let (dxz, dxn) = rest.split_at_mut(hidden);
             let (dhr, rest) = dhh.split_at_mut(hidden);
             let (dhz, dhn) = rest.split_at_mut(hidden);
-            let (gn, dxn, dhn) = (&gn[..hidden], &mut dxn[..hidden], &mut dhn[..hidden]);
-            let (hn, hp, dho, dh) = (&hn[..hidden], &hp[..hidden], &dho[..hidden], &mut dh[..hidden]);
-            for j in 0..hidden {
-                let (r, z, n) = (gr[j], gz[j], gn[j]);
-                let dhv = dho[j] + dh[j];
-                let dan = dhv * (1.0 - z) * (1.0 - n * n);
-                let daz = dhv * (hp[j] - n) * z * (1.0 - z);
-                let dar = dan * hn[j] * r * (1.0 - r);
-                dxr[j] = dar;
-                dxz[j] = daz;
-                dxn[j] = dan;
-                dhr[j] = dar;
-                dhz[j] = daz;
-                dhn[j] = dan * r;
-                dh[j] = dhv * z;
-            }
+            gru_row_bwd([gr, gz, gn], [dxr, dxz, dxn], [dhr, dhz, dhn], hn, hp, dho, dh);
         }
+    }
+}
+
+/// One row of [`gru_cell_bwd`]; separate slices for the gate blocks, as in [`gru_row_fwd`].
+#[inline(always)]
+fn gru_row_bwd(
+    [gr, gz, gn]: [&[f32]; 3],
+    [dxr, dxz, dxn]: [&mut [f32]; 3],
+    [dhr, dhz, dhn]: [&mut [f32]; 3],
+    hn: &[f32],
+    hp: &[f32],
+    dho: &[f32],
+    dh: &mut [f32],
+) {
+    let len = dh.len();
+    let (gr, gz, gn) = (&gr[..len], &gz[..len], &gn[..len]);
+    let (dxr, dxz, dxn) = (&mut dxr[..len], &mut dxz[..len], &mut dxn[..len]);
+    let (dhr, dhz, dhn) = (&mut dhr[..len], &mut dhz[..len], &mut dhn[..len]);
+    let (hn, hp, dho) = (&hn[..len], &hp[..len], &dho[..len]);
+    for j in 0..len {
+        let (r, z, n) = (gr[j], gz[j], gn[j]);
+        let dhv = dho[j] + dh[j];
+        let dan = dhv * (1.0 - z) * (1.0 - n * n);
+        let daz = dhv * (hp[j] - n) * z * (1.0 - z);
+        let dar = dan * hn[j] * r * (1.0 - r);
+        dxr[j] = dar;
+        dxz[j] = daz;
+        dxn[j] = dan;
+        dhr[j] = dar;
+        dhz[j] = daz;
+        dhn[j] = dan * r;
+        dh[j] = dhv * z;
     }
 }
 

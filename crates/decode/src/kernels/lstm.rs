@@ -147,7 +147,7 @@ fn resize(v: &mut Vec<f32>, n: usize) {
 
 multiversion! {
     /// Gate math of one step for all rows: `gates` holds pre-activations on entry.
-    fn lstm_cell_fwd(
+    pub(crate) fn lstm_cell_fwd(
         hidden: usize,
         gates: &mut [f32],
         c_prev: &[f32],
@@ -161,39 +161,58 @@ multiversion! {
             let (gi, rest) = g.split_at_mut(hidden);
             let (gf, rest) = rest.split_at_mut(hidden);
             let (gg, go) = rest.split_at_mut(hidden);
-            // Re-slicing to the loop bound lets LLVM drop the bounds checks and vectorise.
-            let (go, cp, c, tc, h) = (&mut go[..hidden], &cp[..hidden], &mut c[..hidden], &mut tc[..hidden], &mut h[..hidden]);
-            for j in 0..hidden {
-                let i = sigmoid(gi[j]);
-                let f = sigmoid(gf[j]);
-                let gv = tanh(gg[j]);
-                let o = sigmoid(go[j]);
-                let cv = f * cp[j] + i * gv;
-                let t = tanh(cv);
-                gi[j] = i;
-                gf[j] = f;
-                gg[j] = gv;
-                go[j] = o;
-                c[j] = cv;
-                tc[j] = t;
-                h[j] = o * t;
-            }
+            lstm_row_fwd(gi, gf, gg, go, cp, c, tc, h);
         }
     }
 }
 
+/// One row of [`lstm_cell_fwd`]. Separate slice arguments tell LLVM the gate blocks do not
+/// overlap (it cannot prove that for four blocks of one slice split at a run-time offset, and
+/// then leaves the loop scalar, ~10x slower).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn lstm_row_fwd(
+    gi: &mut [f32],
+    gf: &mut [f32],
+    gg: &mut [f32],
+    go: &mut [f32],
+    cp: &[f32],
+    c: &mut [f32],
+    tc: &mut [f32],
+    h: &mut [f32],
+) {
+    let n = h.len();
+    let (gi, gf, gg, go) = (&mut gi[..n], &mut gf[..n], &mut gg[..n], &mut go[..n]);
+    let (cp, c, tc) = (&cp[..n], &mut c[..n], &mut tc[..n]);
+    for j in 0..n {
+        let i = sigmoid(gi[j]);
+        let f = sigmoid(gf[j]);
+        let gv = tanh(gg[j]);
+        let o = sigmoid(go[j]);
+        let cv = f * cp[j] + i * gv;
+        let t = tanh(cv);
+        gi[j] = i;
+        gf[j] = f;
+        gg[j] = gv;
+        go[j] = o;
+        c[j] = cv;
+        tc[j] = t;
+        h[j] = o * t;
+    }
+}
+
 multiversion! {
-    /// Backward gate math of one step. On entry `dh` is the gradient reaching `h_t` from later
-    /// steps and `dc` the one reaching `c_t`; `dh_out` (the loss gradient on this step's output)
-    /// is added here. On exit `dc` holds the gradient for `c_{t-1}` and `dg` the pre-activation
+    /// Backward gate math of one step. On entry `dh_out` is the loss gradient on this step's
+    /// output, `dh` (when given) the gradient reaching `h_t` from later steps, and `dc` the one
+    /// reaching `c_t`. On exit `dc` holds the gradient for `c_{t-1}` and `dg` the pre-activation
     /// gate gradients.
-    fn lstm_cell_bwd(
+    pub(crate) fn lstm_cell_bwd(
         hidden: usize,
         gates: &[f32],
         c_prev: &[f32],
         tanh_c: &[f32],
         dh_out: &[f32],
-        dh: &[f32],
+        dh: Option<&[f32]>,
         dc: &mut [f32],
         dg: &mut [f32],
     ) {
@@ -201,28 +220,53 @@ multiversion! {
             .chunks_exact(4 * hidden)
             .zip(dg.chunks_exact_mut(4 * hidden))
             .zip(c_prev.chunks_exact(hidden).zip(tanh_c.chunks_exact(hidden)))
-            .zip(dh_out.chunks_exact(hidden).zip(dh.chunks_exact(hidden)))
-            .zip(dc.chunks_exact_mut(hidden));
-        for ((((g, d), (cp, tc)), (dho, dhr)), dc) in it {
+            .zip(dh_out.chunks_exact(hidden))
+            .zip(dc.chunks_exact_mut(hidden))
+            .enumerate();
+        for (r, ((((g, d), (cp, tc)), dho), dc)) in it {
             let (gi, rest) = g.split_at(hidden);
             let (gf, rest) = rest.split_at(hidden);
             let (gg, go) = rest.split_at(hidden);
             let (di, rest) = d.split_at_mut(hidden);
             let (df, rest) = rest.split_at_mut(hidden);
             let (dgg, dgo) = rest.split_at_mut(hidden);
-            let (go, dgo, cp, tc) = (&go[..hidden], &mut dgo[..hidden], &cp[..hidden], &tc[..hidden]);
-            let (dho, dhr, dc) = (&dho[..hidden], &dhr[..hidden], &mut dc[..hidden]);
-            for j in 0..hidden {
-                let (i, f, gv, o, t) = (gi[j], gf[j], gg[j], go[j], tc[j]);
-                let dhv = dho[j] + dhr[j];
-                let dcv = dc[j] + dhv * o * (1.0 - t * t);
-                di[j] = dcv * gv * i * (1.0 - i);
-                df[j] = dcv * cp[j] * f * (1.0 - f);
-                dgg[j] = dcv * i * (1.0 - gv * gv);
-                dgo[j] = dhv * t * o * (1.0 - o);
-                dc[j] = dcv * f;
+            let (gates, dgates) = ([gi, gf, gg, go], [di, df, dgg, dgo]);
+            let dho = &dho[..hidden];
+            match dh {
+                Some(dh) => {
+                    let dhr = &dh[r * hidden..(r + 1) * hidden];
+                    lstm_row_bwd(gates, dgates, cp, tc, |j| dho[j] + dhr[j], dc);
+                }
+                None => lstm_row_bwd(gates, dgates, cp, tc, |j| dho[j], dc),
             }
         }
+    }
+}
+
+/// One row of [`lstm_cell_bwd`], with `dh_at(j)` the whole gradient reaching `h_t[j]`; separate
+/// slices for the gate blocks, as in [`lstm_row_fwd`].
+#[inline(always)]
+fn lstm_row_bwd(
+    [gi, gf, gg, go]: [&[f32]; 4],
+    [di, df, dgg, dgo]: [&mut [f32]; 4],
+    cp: &[f32],
+    tc: &[f32],
+    dh_at: impl Fn(usize) -> f32,
+    dc: &mut [f32],
+) {
+    let n = dc.len();
+    let (gi, gf, gg, go) = (&gi[..n], &gf[..n], &gg[..n], &go[..n]);
+    let (di, df, dgg, dgo) = (&mut di[..n], &mut df[..n], &mut dgg[..n], &mut dgo[..n]);
+    let (cp, tc) = (&cp[..n], &tc[..n]);
+    for j in 0..n {
+        let (i, f, gv, o, t) = (gi[j], gf[j], gg[j], go[j], tc[j]);
+        let dhv = dh_at(j);
+        let dcv = dc[j] + dhv * o * (1.0 - t * t);
+        di[j] = dcv * gv * i * (1.0 - i);
+        df[j] = dcv * cp[j] * f * (1.0 - f);
+        dgg[j] = dcv * i * (1.0 - gv * gv);
+        dgo[j] = dhv * t * o * (1.0 - o);
+        dc[j] = dcv * f;
     }
 }
 
@@ -455,7 +499,7 @@ pub fn lstm_recurrent_backward<'c>(
             &cache.c[t * bh..(t + 1) * bh],
             &cache.tanh_c[t * bh..(t + 1) * bh],
             &d_out[t * bh..(t + 1) * bh],
-            &dh,
+            Some(&dh),
             &mut dc,
             dg,
         );

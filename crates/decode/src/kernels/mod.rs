@@ -89,27 +89,95 @@ pub(crate) fn recurrent_operand<'a>(
 }
 
 /// Writes the transpose of the row-major `[rows, cols]` matrix `src` into `dst` (`[cols, rows]`),
-/// resizing it.
+/// resizing it. Blocks of `dst` rows go to the rayon threads; within a block the source is read
+/// in `TILE x TILE` tiles so both sides stay in L1.
 fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut Vec<f32>) {
+    use rayon::prelude::*;
     const TILE: usize = 32;
-    dst.clear();
+    // Every element is overwritten below, so a buffer of the right size is reused as it is.
     dst.resize(rows * cols, 0.0);
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    dst.par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let c0 = block * TILE;
+            for r0 in (0..rows).step_by(TILE) {
+                let r1 = (r0 + TILE).min(rows);
+                for (c, out_row) in out.chunks_exact_mut(rows).enumerate() {
+                    for (o, r) in out_row[r0..r1].iter_mut().zip(r0..r1) {
+                        *o = src[r * cols + c0 + c];
+                    }
                 }
+            }
+        });
+}
+
+/// `out[r][j] += colsum` helper: adds the column sums of a `[rows, cols]` matrix into `acc`.
+/// Large matrices (the `[rows, vocab]` loss gradient, tens of MB) are split by columns over the
+/// threads, each summing its block of every row.
+pub(crate) fn add_col_sums(m: &[f32], cols: usize, acc: &mut [f32]) {
+    use rayon::prelude::*;
+    const PARALLEL_FROM: usize = 1 << 18;
+    let threads = rayon::current_num_threads();
+    if m.len() < PARALLEL_FROM || threads < 2 || cols < 64 {
+        return add_rows_into(m, cols, 0, acc);
+    }
+    // Blocks of whole 16-float vectors, one or more per thread.
+    let block = cols.div_ceil(threads).next_multiple_of(16);
+    acc.par_chunks_mut(block)
+        .enumerate()
+        .for_each(|(i, acc)| add_rows_into(m, cols, i * block, acc));
+}
+
+act::multiversion! {
+    /// `acc[j] += Σ_r m[r][first + j]` for the columns `acc` covers.
+    fn add_rows_into(m: &[f32], cols: usize, first: usize, acc: &mut [f32]) {
+        let n = acc.len();
+        for row in m.chunks_exact(cols) {
+            let row = &row[first..first + n];
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += v;
             }
         }
     }
 }
 
-/// `out[r][j] += colsum` helper: adds the column sums of a `[rows, cols]` matrix into `acc`.
-pub(crate) fn add_col_sums(m: &[f32], cols: usize, acc: &mut [f32]) {
-    for row in m.chunks_exact(cols) {
-        for (a, &v) in acc.iter_mut().zip(row) {
-            *a += v;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_into_handles_partial_tiles_and_reused_buffers() {
+        for (rows, cols) in [(70, 45), (1, 33), (64, 64), (3, 1)] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let mut dst = vec![-1.0; 5000];
+            transpose_into(&src, rows, cols, &mut dst);
+            assert_eq!(dst.len(), rows * cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        dst[c * rows + r],
+                        src[r * cols + c],
+                        "{rows}x{cols} at {r},{c}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn column_sums_agree_serial_and_split_over_threads() {
+        let (rows, cols) = (300, 1001);
+        let m: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 113) as f32 - 56.0)
+            .collect();
+        let mut acc = vec![1.0f32; cols];
+        add_col_sums(&m, cols, &mut acc);
+        for (j, &a) in acc.iter().enumerate() {
+            let want = 1.0 + (0..rows).map(|r| m[r * cols + j]).sum::<f32>();
+            assert_eq!(a, want, "column {j}");
         }
     }
 }

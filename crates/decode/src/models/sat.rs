@@ -22,9 +22,10 @@
 //! [`linear_xent`]: crate::kernels::softmax_xent::linear_xent
 
 use crate::config::ModelDims;
-use crate::kernels::act::{multiversion, sigmoid, tanh};
+use crate::kernels::act::{multiversion, sigmoid};
 use crate::kernels::few_rows::FewRowsLinear;
 use crate::kernels::gemm::{gemm, Trans};
+use crate::kernels::lstm::{lstm_cell_bwd, lstm_cell_fwd};
 use crate::kernels::packed_gemm::{PackedWeights, WeightView};
 use crate::kernels::softmax_xent::{
     linear_xent_weighted, XentConfig, XentDims, XentGrads, XentWorkspace,
@@ -702,83 +703,6 @@ fn attend_row(
     }
 }
 
-multiversion! {
-    /// LSTM gate math (`i, f, g, o`) of one step for all rows; `gates` holds pre-activations.
-    fn cell_fwd(hidden: usize, gates: &mut [f32], c_prev: &[f32], c: &mut [f32], tanh_c: &mut [f32], h: &mut [f32]) {
-        let rows = gates.chunks_exact_mut(4 * hidden).zip(c_prev.chunks_exact(hidden));
-        let outs = c
-            .chunks_exact_mut(hidden)
-            .zip(tanh_c.chunks_exact_mut(hidden))
-            .zip(h.chunks_exact_mut(hidden));
-        for ((g, cp), ((c, tc), h)) in rows.zip(outs) {
-            let (gi, rest) = g.split_at_mut(hidden);
-            let (gf, rest) = rest.split_at_mut(hidden);
-            let (gg, go) = rest.split_at_mut(hidden);
-            let (go, cp, c, tc, h) = (
-                &mut go[..hidden],
-                &cp[..hidden],
-                &mut c[..hidden],
-                &mut tc[..hidden],
-                &mut h[..hidden],
-            );
-            for j in 0..hidden {
-                let i = sigmoid(gi[j]);
-                let f = sigmoid(gf[j]);
-                let gv = tanh(gg[j]);
-                let o = sigmoid(go[j]);
-                let cv = f * cp[j] + i * gv;
-                let t = tanh(cv);
-                gi[j] = i;
-                gf[j] = f;
-                gg[j] = gv;
-                go[j] = o;
-                c[j] = cv;
-                tc[j] = t;
-                h[j] = o * t;
-            }
-        }
-    }
-}
-
-multiversion! {
-    /// Backward of [`cell_fwd`]: `dh` is the whole gradient reaching `h_t`, `dc` the one reaching
-    /// `c_t` from later steps (replaced by the gradient for `c_{t-1}`); `dg` gets the
-    /// pre-activation gate gradients.
-    fn cell_bwd(hidden: usize, gates: &[f32], c_prev: &[f32], tanh_c: &[f32], dh: &[f32], dc: &mut [f32], dg: &mut [f32]) {
-        let it = gates
-            .chunks_exact(4 * hidden)
-            .zip(dg.chunks_exact_mut(4 * hidden))
-            .zip(c_prev.chunks_exact(hidden).zip(tanh_c.chunks_exact(hidden)))
-            .zip(dh.chunks_exact(hidden).zip(dc.chunks_exact_mut(hidden)));
-        for (((g, d), (cp, tc)), (dh, dc)) in it {
-            let (gi, rest) = g.split_at(hidden);
-            let (gf, rest) = rest.split_at(hidden);
-            let (gg, go) = rest.split_at(hidden);
-            let (di, rest) = d.split_at_mut(hidden);
-            let (df, rest) = rest.split_at_mut(hidden);
-            let (dgg, dgo) = rest.split_at_mut(hidden);
-            let (go, dgo, cp, tc, dh, dc) = (
-                &go[..hidden],
-                &mut dgo[..hidden],
-                &cp[..hidden],
-                &tc[..hidden],
-                &dh[..hidden],
-                &mut dc[..hidden],
-            );
-            for j in 0..hidden {
-                let (i, f, gv, o, t) = (gi[j], gf[j], gg[j], go[j], tc[j]);
-                let dhv = dh[j];
-                let dcv = dc[j] + dhv * o * (1.0 - t * t);
-                di[j] = dcv * gv * i * (1.0 - i);
-                df[j] = dcv * cp[j] * f * (1.0 - f);
-                dgg[j] = dcv * i * (1.0 - gv * gv);
-                dgo[j] = dhv * t * o * (1.0 - o);
-                dc[j] = dcv * f;
-            }
-        }
-    }
-}
-
 /// `decode_step.weight_ih` `[4H, E+F]` as `op(b)` for the LSTM input `[rows, E or F]` product:
 /// the transposed embedding block (`embed == true`) or context block.
 fn w_in_t<'a>(w_ih: &'a [f32], sz: &Sz, embed: bool) -> Mat<'a> {
@@ -954,7 +878,7 @@ impl Decoder for Sat {
             sw.hh.accumulate(hp, b, gates, &mut sw.scratch)?;
             let (c_lo, c_hi) = wk.c.split_at_mut((t + 1) * bh);
             let (_, h_hi) = wk.h.split_at_mut((t + 1) * bh);
-            cell_fwd(
+            lstm_cell_fwd(
                 h,
                 gates,
                 &c_lo[t * bh..],
@@ -1070,12 +994,13 @@ impl Decoder for Sat {
                 *d += o;
             }
             let dg = &mut wk.dgates[t * b * g4..(t + 1) * b * g4];
-            cell_bwd(
+            lstm_cell_bwd(
                 h,
                 &wk.gates[t * b * g4..(t + 1) * b * g4],
                 &wk.c[t * bh..(t + 1) * bh],
                 &wk.tanh_c[t * bh..(t + 1) * bh],
                 &wk.dh,
+                None,
                 &mut wk.dc,
                 dg,
             );
@@ -1363,7 +1288,7 @@ impl DecodeState for SatState<'_> {
             gate_fwd(gate, ctx, &mut x[e..xw]);
         }
         iw.lstm.forward(xin, r, gates, &mut self.out_t)?;
-        cell_fwd(h, gates, &self.c, c_new, tanh_c, h_new);
+        lstm_cell_fwd(h, gates, &self.c, c_new, tanh_c, h_new);
         self.c.copy_from_slice(c_new);
         self.h.copy_from_slice(h_new);
         iw.fc.forward(&self.h, r, log_probs, &mut self.out_t)?;
