@@ -87,6 +87,21 @@ fn export(models: &[&std::path::Path], out: &std::path::Path, f16: bool) -> Outp
     run(&args)
 }
 
+/// [`export`], which must succeed; the bundle it wrote.
+fn export_and_load(
+    models: &[&std::path::Path],
+    out: &std::path::Path,
+    f16: bool,
+) -> captioner_decode::bundle::Bundle {
+    let status = export(models, out, f16);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    captioner_decode::bundle::load(out).unwrap()
+}
+
 fn default_model() -> &'static std::path::Path {
     std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default"))
 }
@@ -95,14 +110,8 @@ fn default_model() -> &'static std::path::Path {
 fn export_writes_an_f16_bundle_that_loads_with_the_same_config() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("copy");
-    let out = export(&[default_model()], &out_dir, true);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let b = export_and_load(&[default_model()], &out_dir, true);
     let a = captioner_decode::bundle::load(default_model()).unwrap();
-    let b = captioner_decode::bundle::load(&out_dir).unwrap();
     assert_eq!(a.config, b.config);
     assert_eq!(a.decoder.params().values(), b.decoder.params().values());
     assert_eq!(a.vocab.words(), b.vocab.words());
@@ -112,14 +121,8 @@ fn export_writes_an_f16_bundle_that_loads_with_the_same_config() {
 fn export_averages_several_models_and_refuses_a_missing_one() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("avg");
-    let out = export(&[default_model(), default_model()], &out_dir, false);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let b = export_and_load(&[default_model(), default_model()], &out_dir, false);
     let a = captioner_decode::bundle::load(default_model()).unwrap();
-    let b = captioner_decode::bundle::load(&out_dir).unwrap();
     assert_eq!(a.decoder.params().values(), b.decoder.params().values());
     assert_eq!(b.config.training["averaged"].as_array().unwrap().len(), 2);
 
