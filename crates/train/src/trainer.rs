@@ -153,13 +153,13 @@ fn make_optimizer(preset: &Preset, n: usize) -> Box<dyn Optimizer> {
     }
 }
 
-/// Dropout randomness of a step depends only on the seed and the step, so a resumed run
-/// draws the same masks as an uninterrupted one without storing generator state.
 /// Where `keep_epochs` puts the weights of 1-based `epoch`.
 pub fn epoch_dir(run: &Path, epoch: u32) -> PathBuf {
     run.join(format!("epoch-{epoch}"))
 }
 
+/// Dropout randomness of a step depends only on the seed and the step, so a resumed run
+/// draws the same masks as an uninterrupted one without storing generator state.
 fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(step.wrapping_add(1));
@@ -514,9 +514,6 @@ pub fn train(
         });
         bundle::save(dir, &cfg, decoder, &data.vocab, WeightDtype::F32)
     };
-    let save_best = |decoder: &dyn Decoder, epoch: u32, step: u64, v: &Validation| {
-        save_model(&best_dir, decoder, epoch, step, v)
-    };
 
     // SCST must not make `best/` worse than the model it starts from: that model is validated
     // first, as epoch 0, and an SCST epoch becomes `best` only by beating it. (`init` is only
@@ -527,7 +524,7 @@ pub fn train(
         let v = run_validation(&mut *decoder)?;
         state.best_cider = Some(v.cider_d);
         state.best_epoch = Some(0);
-        save_best(&*decoder, 0, 0, &v)?;
+        save_model(&best_dir, &*decoder, 0, 0, &v)?;
         log.push(serde_json::json!({
             "type": "epoch", "epoch": 0, "step": 0, "val_loss": v.loss, "bleu1": v.bleu1,
             "bleu4": v.bleu4, "cider_d": v.cider_d, "is_best": true,
@@ -641,7 +638,7 @@ pub fn train(
             state.best_cider = Some(v.cider_d);
             state.best_epoch = Some(epoch);
             state.epochs_since_best = 0;
-            save_best(&*decoder, epoch, state.global_step, &v)?;
+            save_model(&best_dir, &*decoder, epoch, state.global_step, &v)?;
         } else {
             state.epochs_since_best += 1;
         }

@@ -167,8 +167,8 @@ multiversion! {
 }
 
 /// One row of [`lstm_cell_fwd`]. Separate slice arguments tell LLVM the gate blocks do not
-/// overlap (it cannot prove that for four blocks of one slice split at a run-time offset, and
-/// then leaves the loop scalar, ~10x slower).
+/// overlap; for four blocks of one slice split at a run-time offset it left the loop scalar (the
+/// gate math of the issue-5 bench's 20 steps took 21.5 ms that way, 4.3 ms vectorised).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn lstm_row_fwd(
