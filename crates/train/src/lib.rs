@@ -12,7 +12,9 @@
 //! - `log.jsonl`, `loss.png`, `metrics.png`.
 //!
 //! With an `[scst]` section the same loop fine-tunes a trained model by self-critical sequence
-//! training (sampled captions, CIDEr-D reward, REINFORCE with a baseline; see `scst.rs`).
+//! training (sampled captions, CIDEr-D reward, REINFORCE with a baseline; see `scst.rs`). With
+//! `[train] scheduled_sampling` ordinary training feeds some of the model's own predicted words
+//! as inputs (see `scheduled_sampling.rs`).
 
 mod charts;
 mod checkpoint;
@@ -20,13 +22,15 @@ mod data;
 mod predict;
 pub mod preset;
 mod schedule;
+mod scheduled_sampling;
 mod scst;
 mod trainer;
 
 pub use data::{open_cache, FeatureRows, FeatureSource, TrainData};
 pub use predict::caption_cached;
 pub use preset::{
-    Baseline, DataConfig, OptimizerKind, Preset, Sampling, Schedule, ScstConfig, TrainConfig,
+    Baseline, DataConfig, OptimizerKind, Preset, Sampling, Schedule, ScheduledSampling, ScstConfig,
+    TrainConfig,
 };
 pub use trainer::{
     epoch_dir, train, EpochReport, NullObserver, Observer, RunOptions, RunOutcome, StepReport,

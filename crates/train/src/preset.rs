@@ -191,6 +191,33 @@ pub struct TrainConfig {
     /// Also keep each epoch's weights as a model bundle `epoch-N/` in the run folder, e.g. to
     /// average the last few with `captioner export --model run/epoch-2 --model run/epoch-3`.
     pub keep_epochs: bool,
+    /// Scheduled sampling: train on some of the model's own words as inputs (absent: pure
+    /// teacher forcing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_sampling: Option<ScheduledSampling>,
+}
+
+/// `[train] scheduled_sampling = { max_prob = 0.25, warmup_epochs = 2 }`: after `warmup_epochs`
+/// epochs of teacher forcing, each reference input word after `<start>` is replaced, with a
+/// probability rising linearly to `max_prob` at the last step, by a word sampled from the model's
+/// prediction at that position (parallel scheduled sampling; see `scheduled_sampling.rs`). The
+/// targets stay the references. It costs one extra forward pass a step without gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduledSampling {
+    /// Replacement probability reached at the last step, in [0, 1].
+    pub max_prob: f32,
+    /// Epochs of pure teacher forcing first.
+    pub warmup_epochs: u32,
+}
+
+impl Default for ScheduledSampling {
+    fn default() -> Self {
+        Self {
+            max_prob: 0.25,
+            warmup_epochs: 1,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -209,6 +236,7 @@ impl Default for TrainConfig {
             checkpoint_every: 200,
             seed: 42,
             keep_epochs: false,
+            scheduled_sampling: None,
         }
     }
 }
@@ -251,6 +279,21 @@ impl Preset {
         }
         if !(0.0..1.0).contains(&t.label_smoothing) {
             return Err("[train] label_smoothing must be in [0, 1)".into());
+        }
+        if let Some(ss) = t.scheduled_sampling {
+            if !(0.0..=1.0).contains(&ss.max_prob) {
+                return Err(format!(
+                    "[train] scheduled_sampling.max_prob must be in [0, 1], got {}",
+                    ss.max_prob
+                ));
+            }
+            if self.scst.is_some() {
+                return Err(
+                    "[train] scheduled_sampling does not apply to [scst] fine-tuning, \
+                            which already trains on the model's own samples"
+                        .into(),
+                );
+            }
         }
         if let Schedule::Plateau { factor, .. } = t.schedule {
             if !(factor > 0.0 && factor < 1.0) {
@@ -330,6 +373,37 @@ mod tests {
     }
 
     const SCST: &str = "[model]\nkind = \"sat\"\n[scst]\ninit = \"runs/default/best\"\n";
+
+    #[test]
+    fn scheduled_sampling_parses_round_trips_and_checks_its_values() {
+        let text = "[model]\nkind = \"sat\"\n[train]\nscheduled_sampling = { max_prob = 0.3 }\n";
+        let p = Preset::from_toml(text, Path::new("s.toml")).unwrap();
+        assert_eq!(
+            p.train.scheduled_sampling,
+            Some(ScheduledSampling {
+                max_prob: 0.3,
+                warmup_epochs: 1
+            })
+        );
+        assert_eq!(
+            Preset::from_toml(&p.to_toml(), Path::new("t.toml")).unwrap(),
+            p
+        );
+        let e = Preset::from_toml(&text.replace("0.3", "1.5"), Path::new("s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("s.toml") && e.contains("max_prob"), "{e}");
+        let e = Preset::from_toml(
+            &format!("{SCST}[train]\nscheduled_sampling = {{}}\n"),
+            Path::new("s.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("scheduled_sampling") && e.contains("[scst]"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn scst_section_parses_with_defaults_and_round_trips() {

@@ -6,6 +6,7 @@ use crate::data::{open_cache, FeatureRows, FeatureSource, TrainData};
 use crate::predict::{caption_cached, features};
 use crate::preset::{OptimizerKind, Preset, Sampling, Schedule};
 use crate::schedule::lr_at;
+use crate::scheduled_sampling::{mix_inputs, replace_prob};
 use crate::scst::Scst;
 use crate::{io_err, TrainError};
 use captioner_data::{Batch, Batcher, Vocab};
@@ -545,15 +546,26 @@ pub fn train(
             let feats = features(&rows, batch.batch, &train_src);
             decoder.params_mut().zero_grads();
             let mut rng = step_rng(t.seed, state.global_step);
+            let ss_prob = t.scheduled_sampling.map_or(0.0, |ss| {
+                replace_prob(&ss, state.global_step, batches as u64, total_steps)
+            });
             let (stats, rewards) = match scst.as_mut() {
                 Some(sc) => {
                     let r = sc.step(&mut *decoder, &data.vocab, &feats, &batch.images, &mut rng)?;
                     (r.pass, Some(r))
                 }
-                None => (
-                    decoder.forward(&feats, &teacher(&batch), &opts, true, &mut rng)?,
-                    None,
-                ),
+                None => {
+                    let gold = teacher(&batch);
+                    let inputs = mix_inputs(&*decoder, &feats, &gold, ss_prob, &mut rng)?;
+                    let mixed = TeacherBatch {
+                        inputs: &inputs,
+                        ..gold
+                    };
+                    (
+                        decoder.forward(&feats, &mixed, &opts, true, &mut rng)?,
+                        None,
+                    )
+                }
             };
             if !stats.loss.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -603,6 +615,9 @@ pub fn train(
                     "loss": stats.loss, "regulariser": stats.regulariser, "lr": lr,
                     "grad_norm": grad_norm, "tokens_per_s": report.tokens_per_s,
                 });
+                if let (Some(_), Some(obj)) = (t.scheduled_sampling, record.as_object_mut()) {
+                    obj.insert("ss_prob".into(), ss_prob.into());
+                }
                 if let (Some(r), Some(obj)) = (&rewards, record.as_object_mut()) {
                     obj.insert("reward".into(), r.reward.into());
                     obj.insert("baseline".into(), r.baseline.into());

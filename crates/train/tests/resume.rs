@@ -46,6 +46,11 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn preset(model: &str, data: &Path, cache: &Path) -> Preset {
+    preset_with(model, "", data, cache)
+}
+
+/// The test preset with `train_extra` lines added to its `[train]` section.
+fn preset_with(model: &str, train_extra: &str, data: &Path, cache: &Path) -> Preset {
     let text = format!(
         r#"
 [data]
@@ -63,6 +68,7 @@ lr = 0.01
 checkpoint_every = 3
 early_stopping = 0
 seed = 7
+{train_extra}
 "#,
         data.display(),
         cache.display()
@@ -78,9 +84,14 @@ fn files(run: &Path) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn check_resume_is_bit_identical(model: &str) {
+    check_resume_is_bit_identical_with(model, "");
+}
+
+/// Trains straight and killed-then-resumed; returns the straight run's final weights.
+fn check_resume_is_bit_identical_with(model: &str, train_extra: &str) -> Vec<u8> {
     let tmp = tempfile::tempdir().unwrap();
     let (data, cache) = fixture(tmp.path());
-    let p = preset(model, &data, &cache);
+    let p = preset_with(model, train_extra, &data, &cache);
 
     let straight = tmp.path().join("straight");
     let out = train(
@@ -138,6 +149,7 @@ fn check_resume_is_bit_identical(model: &str) {
         .map(|v| v["epoch"].as_u64().unwrap())
         .collect();
     assert_eq!(steps, [1, 2, 3]);
+    w1
 }
 
 #[test]
@@ -159,6 +171,19 @@ fn sat_resume_is_bit_identical() {
     check_resume_is_bit_identical(
         "kind = \"sat\"\nembed = 8\nhidden = 10\nattention = 6\ndropout = 0.5\nalpha_c = 1.0",
     );
+}
+
+#[test]
+fn scheduled_sampling_trains_on_other_inputs_and_resumes_bit_identically() {
+    // Sampling starts after epoch 1, so the kill at step 7 lands in a sampling epoch.
+    const SAT: &str =
+        "kind = \"sat\"\nembed = 8\nhidden = 10\nattention = 6\ndropout = 0.5\nalpha_c = 1.0";
+    let sampled = check_resume_is_bit_identical_with(
+        SAT,
+        "scheduled_sampling = { max_prob = 0.5, warmup_epochs = 1 }",
+    );
+    let forced = check_resume_is_bit_identical_with(SAT, "");
+    assert!(sampled != forced, "scheduled sampling changed nothing");
 }
 
 #[test]
