@@ -118,7 +118,7 @@ mod tests {
 
     const VOCAB: usize = 9;
 
-    /// Predicts, with certainty, the word after the one it is fed (`9` wraps to `1`, never
+    /// Predicts, with certainty, the word after the one it is fed (`8` wraps to `1`, never
     /// `<pad>`), and records every column it is fed.
     struct Successor {
         params: ParamSet,
