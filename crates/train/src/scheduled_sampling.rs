@@ -15,6 +15,7 @@ use captioner_decode::model::{PAD_ID, UNK_ID};
 use captioner_decode::{Decoder, Features, TeacherBatch};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use std::borrow::Cow;
 
 /// The probability of replacing a reference input token at `step` (0-based) of `total_steps`,
 /// `steps_per_epoch` steps an epoch: 0 through the warm-up epochs, then rising linearly to
@@ -36,18 +37,18 @@ pub(crate) fn replace_prob(
 /// The batch's input tokens (`[B, T]` row-major) with each non-padding input after the first
 /// replaced, with probability `prob`, by a word drawn from the model's prediction for that
 /// position given the reference words before it. `<pad>` is never drawn. With `prob == 0` the
-/// inputs are returned unchanged and neither the model nor `rng` is used.
-pub(crate) fn mix_inputs(
+/// inputs are borrowed unchanged (no copy on the plain training path) and neither the model nor
+/// `rng` is used.
+pub(crate) fn mix_inputs<'a>(
     decoder: &dyn Decoder,
     feats: &Features,
-    batch: &TeacherBatch,
+    batch: &TeacherBatch<'a>,
     prob: f32,
     rng: &mut ChaCha8Rng,
-) -> Result<Vec<u32>, TrainError> {
+) -> Result<Cow<'a, [u32]>, TrainError> {
     let (rows, time) = (batch.batch, batch.time);
-    let mut mixed = batch.inputs.to_vec();
     if prob <= 0.0 || time < 2 {
-        return Ok(mixed);
+        return Ok(Cow::Borrowed(batch.inputs));
     }
     // Which positions to replace is drawn first, so the model runs only as far as it must.
     let replace: Vec<bool> = (0..rows * time)
@@ -58,8 +59,9 @@ pub(crate) fn mix_inputs(
         .map(|i| i % time)
         .max()
     else {
-        return Ok(mixed);
+        return Ok(Cow::Borrowed(batch.inputs));
     };
+    let mut mixed = batch.inputs.to_vec();
     let vocab = decoder.vocab_size();
     let mut state = decoder.start(feats)?;
     let mut log_probs = vec![0.0f32; rows * vocab];
@@ -80,7 +82,7 @@ pub(crate) fn mix_inputs(
             }
         }
     }
-    Ok(mixed)
+    Ok(Cow::Owned(mixed))
 }
 
 /// A word drawn from `log_probs` (one row of `log_softmax`), `<pad>` excluded.
@@ -200,7 +202,9 @@ mod tests {
         let time = inputs.len() / rows;
         let batch = TeacherBatch::new(rows, time, inputs, inputs);
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let out = mix_inputs(&decoder, &feats, &batch, prob, &mut rng).expect("mixes");
+        let out = mix_inputs(&decoder, &feats, &batch, prob, &mut rng)
+            .expect("mixes")
+            .into_owned();
         *fed = decoder.fed.into_inner().expect("not poisoned");
         out
     }

@@ -2,7 +2,7 @@
 //! optimiser state to a run that was never interrupted, for each decoder architecture.
 
 use captioner_encode::cache::{CacheMeta, CacheWriter};
-use captioner_train::{train, NullObserver, Preset, RunOptions};
+use captioner_train::{train, NullObserver, Preset, RunOptions, ScheduledSampling};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 
@@ -46,11 +46,6 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn preset(model: &str, data: &Path, cache: &Path) -> Preset {
-    preset_with(model, "", data, cache)
-}
-
-/// The test preset with `train_extra` lines added to its `[train]` section.
-fn preset_with(model: &str, train_extra: &str, data: &Path, cache: &Path) -> Preset {
     let text = format!(
         r#"
 [data]
@@ -68,7 +63,6 @@ lr = 0.01
 checkpoint_every = 3
 early_stopping = 0
 seed = 7
-{train_extra}
 "#,
         data.display(),
         cache.display()
@@ -84,14 +78,16 @@ fn files(run: &Path) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn check_resume_is_bit_identical(model: &str) {
-    check_resume_is_bit_identical_with(model, "");
+    check_resume_is_bit_identical_with(model, |_| {});
 }
 
-/// Trains straight and killed-then-resumed; returns the straight run's final weights.
-fn check_resume_is_bit_identical_with(model: &str, train_extra: &str) -> Vec<u8> {
+/// Trains straight and killed-then-resumed with the test preset as `adjust` leaves it; returns
+/// the straight run's final weights.
+fn check_resume_is_bit_identical_with(model: &str, adjust: impl Fn(&mut Preset)) -> Vec<u8> {
     let tmp = tempfile::tempdir().unwrap();
     let (data, cache) = fixture(tmp.path());
-    let p = preset_with(model, train_extra, &data, &cache);
+    let mut p = preset(model, &data, &cache);
+    adjust(&mut p);
 
     let straight = tmp.path().join("straight");
     let out = train(
@@ -178,11 +174,13 @@ fn scheduled_sampling_trains_on_other_inputs_and_resumes_bit_identically() {
     // Sampling starts after epoch 1, so the kill at step 7 lands in a sampling epoch.
     const SAT: &str =
         "kind = \"sat\"\nembed = 8\nhidden = 10\nattention = 6\ndropout = 0.5\nalpha_c = 1.0";
-    let sampled = check_resume_is_bit_identical_with(
-        SAT,
-        "scheduled_sampling = { max_prob = 0.5, warmup_epochs = 1 }",
-    );
-    let forced = check_resume_is_bit_identical_with(SAT, "");
+    let sampled = check_resume_is_bit_identical_with(SAT, |p| {
+        p.train.scheduled_sampling = Some(ScheduledSampling {
+            max_prob: 0.5,
+            warmup_epochs: 1,
+        })
+    });
+    let forced = check_resume_is_bit_identical_with(SAT, |_| {});
     assert!(sampled != forced, "scheduled sampling changed nothing");
 }
 
