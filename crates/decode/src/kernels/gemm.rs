@@ -46,6 +46,26 @@ fn amx_pays(m: usize, n: usize, k: usize) -> bool {
     m >= 128 && n >= 32 && k >= 32 && m * n * k >= 1 << 22
 }
 
+thread_local! {
+    /// The transposed copy of `b` that [`gemm`] multiplies instead of a transposed view; kept per
+    /// thread so repeated products reuse its allocation (at most [`STORED_B_MAX`] floats).
+    static TRANSPOSED_B: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest `op(b)` (in floats, 8 MB) that [`gemm`] copies out of a transposed view.
+const STORED_B_MAX: usize = 1 << 21;
+
+/// Whether `op(b) = bᵀ` is better copied into a stored `[k, n]` matrix before the product.
+///
+/// The `gemm` crate packs a transposed right operand (a PyTorch-layout `[out, in]` weight) slowly:
+/// at 64 rows, `[64, 2048] · [512, 2048]ᵀ` took 4.8 ms against 1.0 ms on the stored transpose, and
+/// the gap (roughly constant in `m`) stays 5-15% at 1,280 rows. Our AVX-512 transpose copies a
+/// cache-resident `[512, 2048]` in 0.24 ms, so it pays from a few rows up; a matrix of 16 MB
+/// (the `[8000, 512]` vocabulary projection) streams from memory at 3.7 ms, about what it saves.
+fn stored_b_pays(m: usize, n: usize, k: usize) -> bool {
+    m >= 2 && (1 << 14..=STORED_B_MAX).contains(&(n * k))
+}
+
 /// Whether a GEMM operand is used as stored or transposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trans {
@@ -57,7 +77,8 @@ pub enum Trans {
 
 /// `c = (accumulate ? c : 0) + alpha * op(a) · op(b)`, all row-major.
 ///
-/// Large products go through AMX in `bf16` after [`set_matmul_precision`]`(Bf16)`.
+/// Large products go through AMX in `bf16` after [`set_matmul_precision`]`(Bf16)`. A transposed
+/// `b` of up to 8 MB is first copied into its stored transpose ([`stored_b_pays`]).
 ///
 /// `op(a)` is `[m, k]` (so `a` is stored `[m, k]`, or `[k, m]` when `ta == Trans::Yes`), `op(b)` is
 /// `[k, n]`, `c` is `[m, n]`. Uses every rayon thread when the product is large enough to pay.
@@ -88,6 +109,16 @@ pub fn gemm(
     }
     if BF16.load(Ordering::Relaxed) && amx_pays(m, n, k) {
         return amx::gemm_bf16(m, n, k, alpha, a, ta, b, tb, c, accumulate);
+    }
+    if tb == Trans::Yes && stored_b_pays(m, n, k) {
+        // Taken out of the cell rather than borrowed: `transpose_into` runs on rayon, whose
+        // work-stealing can run another `gemm` on this thread meanwhile; that one finds the cell
+        // empty and allocates its own.
+        let mut bt = TRANSPOSED_B.with(|s| std::mem::take(&mut *s.borrow_mut()));
+        super::transpose_into(b, n, k, &mut bt);
+        let result = gemm(m, n, k, alpha, a, ta, &bt, Trans::No, c, accumulate);
+        TRANSPOSED_B.with(|s| *s.borrow_mut() = bt);
+        return result;
     }
     // (row stride, column stride) of op(x) inside the stored buffer.
     let (a_rs, a_cs) = match ta {
@@ -171,7 +202,15 @@ mod tests {
     #[test]
     fn matches_reference_all_transposes() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        for &(m, n, k) in &[(1, 1, 1), (7, 13, 5), (33, 65, 17), (64, 40, 130)] {
+        // (20, 130, 140): a transposed `b` large enough to be copied, in ragged 16x16 tiles.
+        assert!(stored_b_pays(20, 130, 140));
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (7, 13, 5),
+            (33, 65, 17),
+            (64, 40, 130),
+            (20, 130, 140),
+        ] {
             for ta in [Trans::No, Trans::Yes] {
                 for tb in [Trans::No, Trans::Yes] {
                     for acc in [false, true] {
