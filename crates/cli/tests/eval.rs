@@ -331,3 +331,83 @@ fn meteor_equals_pycocoevalcap_when_its_data_is_given() {
         "METEOR {ours} vs pycocoevalcap {want}"
     );
 }
+
+#[test]
+fn several_models_caption_as_an_ensemble_and_a_missing_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let default_model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default");
+    let missing = dir.path().join("no-such-run/best");
+    let out = run_eval(&[
+        "--annotations",
+        &format!("flickr8k:{}", shared_data().join("flickr8k").display()),
+        "--split",
+        "test",
+        "--model",
+        default_model,
+        "--model",
+        missing.to_str().unwrap(),
+        "--features",
+        dir.path().join("no-cache").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no-such-run/best") && stderr.contains("loading model"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Three Flickr8k test images in the Kaggle CSV form, their features extracted, then captioned by
+/// the default model alone and by an ensemble of it with itself: the ensemble's distribution is
+/// the model's, so the captions agree.
+#[test]
+fn an_ensemble_of_a_model_with_itself_captions_like_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let flickr = shared_data().join("flickr8k");
+    let csv = dir.path().join("captions.txt");
+    std::fs::write(
+        &csv,
+        "image,caption\n\
+         3385593926_d3e9c21170.jpg,a dog runs through the snow\n\
+         2677656448_6b7e7702af.jpg,a man rides a bike\n\
+         311146855_0b65fdb169.jpg,a person stands on the street\n",
+    )
+    .unwrap();
+    let spec = format!(
+        "flickr8k-csv:{}@{}",
+        csv.display(),
+        flickr.join("images").display()
+    );
+    let cache = dir.path().join("cache");
+    let weights = shared_data().join("models/efficientnet-lite0/efficientnet-lite0.safetensors");
+    let out = captioner()
+        .args(["extract", "--dataset", &spec, "--spatial", "--out"])
+        .arg(&cache)
+        .arg("--weights")
+        .arg(&weights)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let default_model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default");
+    let captions = |models: &[&str], name: &str| -> Value {
+        let saved = dir.path().join(name);
+        let mut args = vec![
+            "--annotations",
+            &spec,
+            "--features",
+            cache.to_str().unwrap(),
+        ];
+        for m in models {
+            args.extend(["--model", m]);
+        }
+        args.extend(["--beam", "2", "--save-results", saved.to_str().unwrap()]);
+        let out = run_eval(&args);
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_str(&std::fs::read_to_string(saved).unwrap()).unwrap()
+    };
+    let alone = captions(&[default_model], "alone.json");
+    let ensemble = captions(&[default_model, default_model], "ensemble.json");
+    assert_eq!(alone.as_array().map(Vec::len), Some(3));
+    assert_eq!(ensemble, alone);
+}

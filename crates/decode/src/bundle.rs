@@ -4,6 +4,7 @@
 //! always complete.
 
 use crate::config::{DecoderConfig, ModelDims};
+use crate::ensemble::Ensemble;
 use crate::model::Decoder;
 use crate::params::ParamSet;
 use crate::DecodeError;
@@ -368,6 +369,63 @@ pub fn load_average(dirs: &[PathBuf]) -> Result<Bundle, DecodeError> {
     Ok(first)
 }
 
+/// Loads bundles that caption together as an [`Ensemble`]: separate runs, even of different
+/// architectures, that share the vocabulary, the encoder and the feature size. One directory
+/// loads as the plain bundle. The result's `config` is the first bundle's with the sources in its
+/// `training` record; its decoder has no parameters of its own, so it is for captioning, not for
+/// saving.
+pub fn load_ensemble(dirs: &[PathBuf]) -> Result<Bundle, DecodeError> {
+    let (first_dir, rest) = dirs
+        .split_first()
+        .ok_or_else(|| DecodeError::Config("no model to caption with".into()))?;
+    let first = load(first_dir)?;
+    if rest.is_empty() {
+        return Ok(first);
+    }
+    let Bundle {
+        mut config,
+        decoder,
+        vocab,
+    } = first;
+    let mut members = vec![decoder];
+    for dir in rest {
+        let other = load(dir)?;
+        let (dims, other_dims) = (config.dims, other.config.dims);
+        let differs = if other.config.encoder != config.encoder {
+            Some("encoder")
+        } else if other_dims.feature_dim != dims.feature_dim
+            || (dims.cells != 0 && other_dims.cells != 0 && other_dims.cells != dims.cells)
+        {
+            Some("feature sizes")
+        } else if other.vocab != vocab {
+            Some("vocabulary")
+        } else {
+            None
+        };
+        if let Some(what) = differs {
+            return Err(bundle_err(
+                dir,
+                format!(
+                    "cannot caption together with {}: its {what} differ (ensemble members share \
+                     the vocabulary and the image features)",
+                    first_dir.display()
+                ),
+            ));
+        }
+        config.dims.cells = config.dims.cells.max(other_dims.cells);
+        members.push(other.decoder);
+    }
+    config.training = serde_json::json!({
+        "ensemble": dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>(),
+        "first": config.training,
+    });
+    Ok(Bundle {
+        config,
+        decoder: Box::new(Ensemble::new(members)?),
+        vocab,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,5 +506,35 @@ mod tests {
         let avg = load_average(&[a]).unwrap();
         assert_eq!(avg.decoder.params().values(), b.decoder.params().values());
         assert!(load_average(&[]).is_err());
+    }
+
+    #[test]
+    fn an_ensemble_loads_separate_runs_and_refuses_another_vocabulary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("run{i}"))).collect();
+        for (d, seed) in dirs.iter().zip([1, 2]) {
+            small_bundle(d, seed, &["a", "dog", "runs"]);
+        }
+        let ensemble = load_ensemble(&dirs).unwrap();
+        assert_eq!(ensemble.decoder.kind(), "ensemble");
+        assert_eq!(
+            ensemble.config.training["ensemble"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        let single = load_ensemble(&dirs[..1]).unwrap();
+        assert_eq!(single.decoder.kind(), "gru-init");
+
+        let other = tmp.path().join("cat");
+        small_bundle(&other, 3, &["a", "cat", "runs"]);
+        let err = load_ensemble(&[dirs[0].clone(), other.clone()])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains(&other.display().to_string()), "{err}");
+        assert!(err.contains("vocabulary"), "{err}");
+        assert!(load_ensemble(&[]).is_err());
     }
 }

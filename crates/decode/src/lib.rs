@@ -17,6 +17,7 @@
 
 pub mod bundle;
 pub mod config;
+pub mod ensemble;
 mod error;
 pub mod kernels;
 pub mod model;
@@ -26,6 +27,7 @@ pub mod optim;
 pub mod params;
 
 pub use config::{DecoderConfig, ModelDims};
+pub use ensemble::Ensemble;
 pub use error::DecodeError;
 pub use kernels::KernelError;
 pub use model::{DecodeState, Decoder, Features, PassOptions, PassStats, TeacherBatch};

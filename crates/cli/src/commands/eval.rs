@@ -31,7 +31,8 @@ use serde_json::{json, Value};
   captioner eval --annotations coco:captions_val2017.json --results results.json
   captioner eval --annotations flickr8k:data/flickr8k --split test --results results.json --per-image scores.jsonl
   captioner eval --annotations data/flickr8k/Flickr8k.token.txt --split test --results results.json
-  captioner eval --annotations flickr8k:../shared/data/flickr8k --split test --model models/default --features features/flickr8k-lite0 --beam 3 --save-results test-beam3.json")]
+  captioner eval --annotations flickr8k:../shared/data/flickr8k --split test --model models/default --features features/flickr8k-lite0 --beam 3 --save-results test-beam3.json
+  captioner eval --annotations flickr8k:../shared/data/flickr8k --split dev --model runs/a/best --model runs/b/best --features features/flickr8k-lite0")]
 pub struct Args {
     /// Reference captions: a dataset spec (`coco:<captions.json>`, `flickr8k:<dir>`, ...), a COCO
     /// caption JSON file, a Flickr8k folder, or a Flickr8k token file (its folder must hold the
@@ -53,9 +54,11 @@ pub struct Args {
     results: Option<PathBuf>,
 
     /// Instead of --results: caption every annotated image (after --split) with this model
-    /// bundle, reading image features from --features.
+    /// bundle, reading image features from --features. Given more than once, the bundles caption
+    /// as an ensemble: at each word their probabilities are averaged (separate runs or
+    /// architectures of one vocabulary and encoder; unlike `captioner export`'s weight averaging).
     #[arg(long, value_name = "DIR", requires = "features")]
-    model: Option<PathBuf>,
+    model: Vec<PathBuf>,
 
     /// Feature cache (from `captioner extract`, with --spatial for attention decoders) holding
     /// the annotated images, for --model.
@@ -134,14 +137,14 @@ pub fn run(args: Args) -> Result<()> {
             None => bail!("{}: no annotated images", args.annotations),
         }
     }
-    let (results, source) = match (&args.results, &args.model) {
+    let (results, source) = match (&args.results, args.model.first()) {
         (Some(path), _) => (read_results(path)?, path.clone()),
         (None, Some(model)) => {
             let features = args
                 .features
                 .as_deref()
                 .context("--model needs --features <cache dir>")?;
-            let results = generate_results(model, features, &dataset, &args)?;
+            let results = generate_results(&args.model, features, &dataset, &args)?;
             let source = args
                 .save_results
                 .clone()
@@ -297,15 +300,21 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Captions every image of `dataset` with the bundle in `model`, from the cached features.
+/// Captions every image of `dataset` with the bundle in `models` (an ensemble of them when there
+/// are several), from the cached features.
 fn generate_results(
-    model: &Path,
+    models: &[PathBuf],
     features: &Path,
     dataset: &captioner_data::Dataset,
     args: &Args,
 ) -> Result<Vec<(ImageId, String)>> {
-    let bundle = captioner_decode::bundle::load(model)
-        .with_context(|| format!("loading model {}", model.display()))?;
+    let names = models
+        .iter()
+        .map(|m| m.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let bundle = captioner_decode::bundle::load_ensemble(models)
+        .with_context(|| format!("loading model {names}"))?;
     let cache = captioner_train::open_cache(features)?;
     if cache.meta().encoder != bundle.config.encoder.name {
         bail!(
