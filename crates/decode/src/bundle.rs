@@ -313,6 +313,33 @@ pub fn load(dir: &Path) -> Result<Bundle, DecodeError> {
     })
 }
 
+/// What keeps `other` from being combined with the bundle of `config` and `vocab`, if anything.
+/// Averaging weights (`same_weights`) needs the same architecture and sizes; an ensemble only
+/// the same vocabulary and image features.
+fn incompatibility(
+    config: &BundleConfig,
+    vocab: &Vocab,
+    other: &Bundle,
+    same_weights: bool,
+) -> Option<&'static str> {
+    let (dims, other_dims) = (config.dims, other.config.dims);
+    if same_weights && other.config.decoder != config.decoder {
+        Some("architecture or hyper-parameters")
+    } else if same_weights && other_dims != dims {
+        Some("feature or vocabulary sizes")
+    } else if other_dims.feature_dim != dims.feature_dim
+        || (dims.cells != 0 && other_dims.cells != 0 && other_dims.cells != dims.cells)
+    {
+        Some("feature sizes")
+    } else if other.config.encoder != config.encoder {
+        Some("encoder")
+    } else if other.vocab != *vocab {
+        Some("vocabulary")
+    } else {
+        None
+    }
+}
+
 /// Loads bundles of one model (same architecture, sizes, encoder and vocabulary: checkpoints of
 /// one run) and averages their weights into the first. Averaging a run's last few epochs
 /// ("checkpoint averaging") often scores a little better than any one of them. The result's
@@ -334,17 +361,7 @@ pub fn load_average(dirs: &[PathBuf]) -> Result<Bundle, DecodeError> {
         .collect();
     for dir in rest {
         let other = load(dir)?;
-        let differs = if other.config.decoder != first.config.decoder {
-            Some("architecture or hyper-parameters")
-        } else if other.config.dims != first.config.dims {
-            Some("feature or vocabulary sizes")
-        } else if other.config.encoder != first.config.encoder {
-            Some("encoder")
-        } else if other.vocab != first.vocab {
-            Some("vocabulary")
-        } else {
-            None
-        };
+        let differs = incompatibility(&first.config, &first.vocab, &other, true);
         if let Some(what) = differs {
             return Err(bundle_err(
                 dir,
@@ -390,18 +407,7 @@ pub fn load_ensemble(dirs: &[PathBuf]) -> Result<Bundle, DecodeError> {
     let mut members = vec![decoder];
     for dir in rest {
         let other = load(dir)?;
-        let (dims, other_dims) = (config.dims, other.config.dims);
-        let differs = if other.config.encoder != config.encoder {
-            Some("encoder")
-        } else if other_dims.feature_dim != dims.feature_dim
-            || (dims.cells != 0 && other_dims.cells != 0 && other_dims.cells != dims.cells)
-        {
-            Some("feature sizes")
-        } else if other.vocab != vocab {
-            Some("vocabulary")
-        } else {
-            None
-        };
+        let differs = incompatibility(&config, &vocab, &other, false);
         if let Some(what) = differs {
             return Err(bundle_err(
                 dir,
@@ -412,7 +418,7 @@ pub fn load_ensemble(dirs: &[PathBuf]) -> Result<Bundle, DecodeError> {
                 ),
             ));
         }
-        config.dims.cells = config.dims.cells.max(other_dims.cells);
+        config.dims.cells = config.dims.cells.max(other.config.dims.cells);
         members.push(other.decoder);
     }
     config.training = serde_json::json!({
