@@ -10,7 +10,7 @@ use captioner_encode::fast::{FastResNet50, TensorMap};
 use captioner_encode::EncoderKind;
 
 mod common;
-use common::shared_data;
+use common::{default_model, shared_data};
 
 const IMAGES: [&str; 2] = ["1000268201_693b08cb0e.jpg", "1001773457_577c3a7d70.jpg"];
 
@@ -151,7 +151,7 @@ fn caption_runs_the_bundles_encoder() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let bundle = tmp.path().join("bundle");
     std::fs::create_dir(&bundle).expect("mkdir");
-    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/default");
+    let default = default_model();
     for file in ["config.json", "model.safetensors", "tokenizer.json"] {
         std::fs::copy(default.join(file), bundle.join(file)).expect("copy bundle");
     }

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use serde_json::{json, Value};
 
 mod common;
-use common::shared_data;
+use common::{default_model, shared_data};
 
 fn captioner() -> Command {
     Command::new(env!("CARGO_BIN_EXE_captioner"))
@@ -335,7 +335,7 @@ fn meteor_equals_pycocoevalcap_when_its_data_is_given() {
 #[test]
 fn several_models_caption_as_an_ensemble_and_a_missing_one_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let default_model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default");
+    let default = default_model().to_str().unwrap();
     let missing = dir.path().join("no-such-run/best");
     let out = run_eval(&[
         "--annotations",
@@ -343,7 +343,7 @@ fn several_models_caption_as_an_ensemble_and_a_missing_one_is_named() {
         "--split",
         "test",
         "--model",
-        default_model,
+        default,
         "--model",
         missing.to_str().unwrap(),
         "--features",
@@ -389,7 +389,7 @@ fn an_ensemble_of_a_model_with_itself_captions_like_the_model() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let default_model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default");
+    let default = default_model().to_str().unwrap();
     let captions = |models: &[&str], name: &str| -> Value {
         let saved = dir.path().join(name);
         let mut args = vec![
@@ -406,8 +406,8 @@ fn an_ensemble_of_a_model_with_itself_captions_like_the_model() {
         assert!(out.status.success(), "{}", text(&out));
         serde_json::from_str(&std::fs::read_to_string(saved).unwrap()).unwrap()
     };
-    let alone = captions(&[default_model], "alone.json");
-    let ensemble = captions(&[default_model, default_model], "ensemble.json");
+    let alone = captions(&[default], "alone.json");
+    let ensemble = captions(&[default, default], "ensemble.json");
     assert_eq!(alone.as_array().map(Vec::len), Some(3));
     assert_eq!(ensemble, alone);
 }

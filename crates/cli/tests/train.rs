@@ -3,6 +3,9 @@
 
 use std::process::{Command, Output};
 
+mod common;
+use common::default_model;
+
 fn run(args: &[&std::ffi::OsStr]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_captioner"))
         .args(args)
@@ -100,10 +103,6 @@ fn export_and_load(
         String::from_utf8_lossy(&status.stderr)
     );
     captioner_decode::bundle::load(out).unwrap()
-}
-
-fn default_model() -> &'static std::path::Path {
-    std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default"))
 }
 
 #[test]

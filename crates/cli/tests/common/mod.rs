@@ -1,6 +1,8 @@
 //! What the CLI's integration tests share.
+// Each test binary compiles this module and uses only some of it.
+#![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The shared data folder (Flickr8k, the Lite0 weights): `$CAPTIONER_SHARED_DATA`, else
 /// `../shared/data` beside the checkout. Panics, saying where it looked, when it is not there.
@@ -17,4 +19,9 @@ pub fn shared_data() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// The default model bundle committed in `models/default`.
+pub fn default_model() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/default"))
 }
