@@ -145,6 +145,7 @@ fn transpose_block_avx512(
         }
         return done_rows;
     }
+    #[cfg(not(target_arch = "x86_64"))]
     let _ = (src, rows, cols, c0, out);
     0
 }
