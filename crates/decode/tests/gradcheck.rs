@@ -284,13 +284,13 @@ fn xent_inputs(
 }
 
 /// [`linear_xent`] with gradients, checked against [`linear_xent_ref`]; returns the loss and the
-/// gradients `(dx, dw)`. `dx` starts as garbage: the kernel must overwrite it.
+/// gradients `(dx, dw, db)`. `dx` starts as garbage: the kernel must overwrite it.
 fn xent_against_reference(
     dims: &XentDims,
     (x, w, b, targets): &(Vec<f32>, Vec<f32>, Vec<f32>, Vec<u32>),
     cfg: &XentConfig,
     loss_tol: f64,
-) -> (XentStats, Vec<f32>, Vec<f32>) {
+) -> (XentStats, Vec<f32>, Vec<f32>, Vec<f32>) {
     let (mut dx, mut dw, mut db) = (
         vec![9f32; x.len()],
         vec![0f32; w.len()],
@@ -312,11 +312,11 @@ fn xent_against_reference(
     assert_close("xent dx", &dx, &dx_r, 1e-5);
     assert_close("xent dw", &dw, &dw_r, 1e-5);
     assert_close("xent db", &db, &db_r, 1e-5);
-    (st, dx, dw)
+    (st, dx, dw, db)
 }
 
-/// Rows wider than the 16-lane vectors (with a tail), and a gradient large enough for the bias
-/// gradient's column sums to be split over threads.
+/// Rows wider than the 16-lane vectors (with a tail), and enough rows for several row blocks,
+/// each summing its own part of the bias gradient.
 #[test]
 fn fused_xent_matches_reference_with_a_wide_vocabulary() {
     let mut rng = ChaCha8Rng::seed_from_u64(10);
@@ -332,7 +332,15 @@ fn fused_xent_matches_reference_with_a_wide_vocabulary() {
             ignore_index: Some(0),
             chunk_rows,
         };
-        xent_against_reference(&dims, &inputs, &cfg, 1e-4);
+        let (st, dx, dw, db) = xent_against_reference(&dims, &inputs, &cfg, 1e-4);
+        // The blocks are fixed, not one per thread: one thread gives the same bits.
+        let single = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let (st1, dx1, dw1, db1) =
+            single.install(|| xent_against_reference(&dims, &inputs, &cfg, 1e-4));
+        assert_eq!((st.loss_sum, dx, dw, db), (st1.loss_sum, dx1, dw1, db1));
     }
 }
 
@@ -352,7 +360,7 @@ fn fused_xent_matches_reference_and_finite_differences() {
             ignore_index: Some(0),
             chunk_rows,
         };
-        let (st, dx, dw) = xent_against_reference(&dims, &inputs, &cfg, 1e-5);
+        let (st, dx, dw, _) = xent_against_reference(&dims, &inputs, &cfg, 1e-5);
         assert_eq!(st.n_valid, 9);
         // And the analytic reference itself against finite differences of its loss.
         let loss_of =

@@ -14,7 +14,7 @@
 use super::act::{multiversion, sigmoid, tanh};
 use super::gemm::{gemm, Trans};
 use super::lstm::SeqDims;
-use super::{add_col_sums, check_len, recurrent_operand, KernelError};
+use super::{add_col_sums, check_len, KernelError, RecurrentWeights};
 
 /// Borrowed GRU parameters in PyTorch layout (see the module docs).
 #[derive(Clone, Copy, Debug)]
@@ -78,8 +78,8 @@ pub struct GruCache {
     d_gx: Vec<f32>,
     /// Pre-activation gradients w.r.t. the recurrent projections, `[T, B, 3H]`.
     d_gh: Vec<f32>,
-    /// `w_hh^T`, `[H, 3H]` (forward workspace).
-    w_hh_t: Vec<f32>,
+    /// `w_hh` prepared for the per-step products (forward workspace).
+    w_hh_op: RecurrentWeights,
 }
 
 impl GruCache {
@@ -289,25 +289,13 @@ fn recurrence(
         cache.h[..bh].copy_from_slice(h0);
     }
     cache.dims = Some(*d);
-    let (w, tw) = recurrent_operand(w_hh, g, h_sz, t_len, &mut cache.w_hh_t);
+    cache.w_hh_op.prepare(w_hh, g, h_sz, b, t_len)?;
     for t in 0..t_len {
-        for row in cache.gh.chunks_exact_mut(g) {
-            row.copy_from_slice(b_hh);
-        }
         let (h_lo, h_hi) = cache.h.split_at_mut((t + 1) * bh);
         let h_prev = &h_lo[t * bh..];
-        gemm(
-            b,
-            g,
-            h_sz,
-            1.0,
-            h_prev,
-            Trans::No,
-            w,
-            tw,
-            &mut cache.gh,
-            true,
-        )?;
+        cache
+            .w_hh_op
+            .product(w_hh, h_prev, b, Some(b_hh), &mut cache.gh)?;
         gru_cell_fwd(
             h_sz,
             &mut cache.gates[t * b * g..(t + 1) * b * g],

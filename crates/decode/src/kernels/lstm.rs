@@ -9,7 +9,7 @@
 
 use super::act::{multiversion, sigmoid, tanh};
 use super::gemm::{gemm, Trans};
-use super::{add_col_sums, check_len, recurrent_operand, KernelError};
+use super::{add_col_sums, check_len, KernelError, RecurrentWeights};
 
 /// Shape of one LSTM/GRU layer call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,8 +94,8 @@ pub struct LstmCache {
     h: Vec<f32>,
     /// Pre-activation gate gradients `[T, B, 4H]` (backward workspace).
     d_gates: Vec<f32>,
-    /// `w_hh^T`, `[H, 4H]` (forward workspace).
-    w_hh_t: Vec<f32>,
+    /// `w_hh` prepared for the per-step products (forward workspace).
+    w_hh_op: RecurrentWeights,
 }
 
 impl LstmCache {
@@ -349,21 +349,12 @@ fn recurrence(
         cache.c[..bh].copy_from_slice(c0);
     }
     cache.dims = Some(*d);
-    let (w, tw) = recurrent_operand(w_hh, g, h_sz, t_len, &mut cache.w_hh_t);
+    cache.w_hh_op.prepare(w_hh, g, h_sz, b, t_len)?;
     for t in 0..t_len {
         let gates = &mut cache.gates[t * b * g..(t + 1) * b * g];
-        gemm(
-            b,
-            g,
-            h_sz,
-            1.0,
-            &cache.h[t * bh..(t + 1) * bh],
-            Trans::No,
-            w,
-            tw,
-            gates,
-            true,
-        )?;
+        cache
+            .w_hh_op
+            .product(w_hh, &cache.h[t * bh..(t + 1) * bh], b, None, gates)?;
         let (c_lo, c_hi) = cache.c.split_at_mut((t + 1) * bh);
         let h_next = &mut cache.h[(t + 1) * bh..(t + 2) * bh];
         lstm_cell_fwd(
@@ -429,8 +420,14 @@ pub fn lstm_backward(
         grads.w_ih,
         true,
     )?;
-    add_col_sums(dgs, g, grads.b_ih);
-    add_col_sums(dgs, g, grads.b_hh);
+    // Both biases enter every pre-activation alike, so they share one pass over the gradients.
+    let mut d_bias = vec![0f32; g];
+    add_col_sums(dgs, g, &mut d_bias);
+    for bias_grad in [&mut *grads.b_ih, &mut *grads.b_hh] {
+        for (acc, v) in bias_grad.iter_mut().zip(&d_bias) {
+            *acc += v;
+        }
+    }
     if let Some(dx) = inputs.x {
         check_len("lstm dx", dx.len(), tb * i_sz)?;
         gemm(

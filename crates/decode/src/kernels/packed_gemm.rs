@@ -282,6 +282,12 @@ fn interleave_rows(x: &[f32], rows: usize, k: usize, out: &mut Vec<f32>) {
     }
 }
 
+/// Whether [`PackedWeights`] packs on this CPU (AVX-512); without it the product is the general
+/// GEMM on the unpacked weights.
+pub fn available() -> bool {
+    avx512::available()
+}
+
 /// Reference for [`PackedWeights::forward`], in `f64`.
 pub fn packed_linear_ref(
     x: &[f32],

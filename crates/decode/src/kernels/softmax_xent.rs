@@ -16,7 +16,7 @@
 
 use super::act::{exp, multiversion};
 use super::gemm::{gemm, Trans};
-use super::{add_col_sums, check_len, KernelError};
+use super::{check_len, KernelError};
 use rayon::prelude::*;
 
 /// Loss options.
@@ -88,7 +88,13 @@ pub struct XentWorkspace {
     dxc: Vec<f32>,
     rows: Vec<usize>,
     row_loss: Vec<f64>,
+    /// One bias-gradient partial per row block, `[blocks, V]`.
+    db_partials: Vec<f32>,
 }
+
+/// Row blocks of the softmax pass, each summing its own part of the bias gradient: enough to
+/// keep two to eight threads busy, few enough that the partials (`V` floats each) stay small.
+const DB_BLOCKS: usize = 16;
 
 impl XentWorkspace {
     /// Empty workspace; grows on first use.
@@ -104,8 +110,9 @@ const LANES: usize = 16;
 multiversion! {
     /// One row: logits without the bias in (the bias is added here, in the pass that reads the
     /// row anyway), (unweighted) loss out; with `grad` the row becomes
-    /// `grad_scale * (softmax - target_distribution)`.
-    fn row_xent(row: &mut [f32], bias: &[f32], target: usize, smoothing: f32, grad: bool, grad_scale: f32) -> f64 {
+    /// `grad_scale * (softmax - target_distribution)` and is added into `db` (the bias gradient,
+    /// summed here while the row is in cache instead of in another pass over all the logits).
+    fn row_xent(row: &mut [f32], bias: &[f32], target: usize, smoothing: f32, grad: bool, grad_scale: f32, db: &mut [f32]) -> f64 {
         let v = row.len() as f32;
         let bias = &bias[..row.len()];
         let l_y = row[target] + bias[target];
@@ -149,10 +156,14 @@ multiversion! {
         if grad {
             let inv = grad_scale / s;
             let off = grad_scale * smoothing / v;
-            for e in row.iter_mut() {
+            let db = &mut db[..row.len()];
+            for (e, acc) in row.iter_mut().zip(db.iter_mut()) {
                 *e = *e * inv - off;
+                *acc += *e;
             }
-            row[target] -= grad_scale * (1.0 - smoothing);
+            let target_grad = grad_scale * (1.0 - smoothing);
+            row[target] -= target_grad;
+            db[target] -= target_grad;
         }
         loss as f64
     }
@@ -258,23 +269,23 @@ pub fn linear_xent_weighted(
         }
         gemm(c, v, d, 1.0, xc, Trans::No, w, Trans::Yes, logits, false)?;
         let smoothing = cfg.label_smoothing;
+        // A fixed number of row blocks, each with its own bias-gradient partial, summed below in
+        // block order: the result does not depend on the thread count.
+        let block_rows = c.div_ceil(DB_BLOCKS);
+        let blocks = c.div_ceil(block_rows);
+        // Without gradients each block still gets a (never touched) one-float partial, so the
+        // zip below has one item per block.
+        let db_len = if want_grad { v } else { 1 };
+        ws.db_partials.clear();
+        ws.db_partials.resize(blocks * db_len, 0.0);
         logits
-            .par_chunks_mut(v)
-            .zip(ws.row_loss[..c].par_iter_mut())
-            .zip(rows.par_iter())
-            .for_each(|((row, out), &r)| match row_weights {
-                None => {
-                    *out = row_xent(
-                        row,
-                        b,
-                        targets[r] as usize,
-                        smoothing,
-                        want_grad,
-                        grad_scale,
-                    );
-                }
-                Some(rw) => {
-                    let wt = rw[r];
+            .par_chunks_mut(block_rows * v)
+            .zip(ws.row_loss[..c].par_chunks_mut(block_rows))
+            .zip(rows.par_chunks(block_rows))
+            .zip(ws.db_partials.par_chunks_mut(db_len))
+            .for_each(|(((block, out), rows), db)| {
+                for ((row, out), &r) in block.chunks_exact_mut(v).zip(out).zip(rows) {
+                    let wt = row_weights.map_or(1.0, |rw| rw[r]);
                     let l = row_xent(
                         row,
                         b,
@@ -282,8 +293,13 @@ pub fn linear_xent_weighted(
                         smoothing,
                         want_grad,
                         grad_scale * wt,
+                        db,
                     );
-                    *out = l * wt as f64;
+                    *out = if row_weights.is_some() {
+                        l * wt as f64
+                    } else {
+                        l
+                    };
                 }
             });
         loss_sum += ws.row_loss[..c].iter().sum::<f64>();
@@ -294,7 +310,11 @@ pub fn linear_xent_weighted(
                 g.x[r * d..(r + 1) * d].copy_from_slice(src);
             }
             gemm(v, d, c, 1.0, logits, Trans::Yes, xc, Trans::No, g.w, true)?;
-            add_col_sums(logits, v, g.b);
+            for partial in ws.db_partials.chunks_exact(v) {
+                for (acc, p) in g.b.iter_mut().zip(partial) {
+                    *acc += p;
+                }
+            }
         }
     }
     Ok(XentStats {
