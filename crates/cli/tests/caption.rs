@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 mod common;
-use common::shared_data;
+use common::{default_model, shared_data};
 
 fn image(name: &str) -> PathBuf {
     shared_data().join("flickr8k/images").join(name)
@@ -136,4 +136,90 @@ fn a_missing_model_bundle_is_a_clear_error() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/model"), "{stderr}");
+}
+
+#[test]
+fn an_ensemble_of_the_default_model_with_itself_captions_like_it_and_draws_attention() {
+    let dir = tempfile::tempdir().unwrap();
+    let maps = dir.path().join("maps");
+    let imgs = [
+        image("1000268201_693b08cb0e.jpg"),
+        image("1001773457_577c3a7d70.jpg"),
+    ];
+    let model = default_model().as_os_str();
+    let captions = |models: usize, attention: bool| {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["caption".as_ref()];
+        for _ in 0..models {
+            args.extend(["--model".as_ref(), model]);
+        }
+        if attention {
+            args.extend(["--attention".as_ref(), maps.as_os_str()]);
+        }
+        args.extend(imgs.iter().map(|p| p.as_os_str()));
+        let out = run(&args);
+        assert!(
+            out.status.success(),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let single = captions(1, false);
+    assert_eq!(single.lines().count(), 2, "{single}");
+    assert_eq!(captions(2, true), single);
+    for img in &imgs {
+        let stem = img.file_stem().unwrap().to_string_lossy();
+        assert!(
+            maps.join(format!("{stem}.attention.png")).is_file(),
+            "{stem}"
+        );
+    }
+}
+
+#[test]
+fn a_hugging_face_model_is_not_ensembled_and_an_incompatible_bundle_is_named() {
+    let img = image("1000268201_693b08cb0e.jpg");
+    let hf =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../vlm/tests/fixtures/blip-tiny");
+    let out = run(&[
+        "caption".as_ref(),
+        "--model".as_ref(),
+        default_model().as_os_str(),
+        "--model".as_ref(),
+        hf.as_os_str(),
+        img.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("blip-tiny") && stderr.contains("ensemble"),
+        "{stderr}"
+    );
+    // A bundle with another vocabulary cannot join: the error names it.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    for entry in std::fs::read_dir(default_model()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), other.join(entry.file_name())).unwrap();
+    }
+    let tokenizer = other.join("tokenizer.json");
+    let text = std::fs::read_to_string(&tokenizer).unwrap();
+    let renamed = text.replacen("\"dog\"", "\"dogz\"", 1);
+    assert_ne!(renamed, text, "the vocabulary has no \"dog\"");
+    std::fs::write(&tokenizer, renamed).unwrap();
+    let out = run(&[
+        "caption".as_ref(),
+        "--model".as_ref(),
+        default_model().as_os_str(),
+        "--model".as_ref(),
+        other.as_os_str(),
+        img.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("other") && stderr.contains("vocabular"),
+        "{stderr}"
+    );
 }

@@ -366,7 +366,7 @@ pub fn load_average(dirs: &[PathBuf]) -> Result<Bundle, DecodeError> {
             return Err(bundle_err(
                 dir,
                 format!(
-                    "cannot be averaged with {}: its {what} differ (average checkpoints of one run)",
+                    "cannot be averaged with {}: they differ in {what} (average checkpoints of one run)",
                     first_dir.display()
                 ),
             ));
@@ -412,7 +412,7 @@ pub fn load_ensemble(dirs: &[PathBuf]) -> Result<Bundle, DecodeError> {
             return Err(bundle_err(
                 dir,
                 format!(
-                    "cannot caption together with {}: its {what} differ (ensemble members share \
+                    "cannot caption together with {}: they differ in {what} (ensemble members share \
                      the vocabulary and the image features)",
                     first_dir.display()
                 ),

@@ -59,7 +59,20 @@ impl Captioner {
         weights: Option<&Path>,
         backend: Backend,
     ) -> Result<Self, PipelineError> {
-        let bundle = bundle::load(model_dir)?;
+        Self::load_ensemble(&[model_dir.to_path_buf()], weights, backend)
+    }
+
+    /// Loads several bundles trained on the same vocabulary and image features as one
+    /// [`captioner_decode::Ensemble`] that averages their word probabilities at each step
+    /// ([`bundle::load_ensemble`]; one directory is a plain [`Captioner::load`]). Attention maps
+    /// come from the first member that has them.
+    pub fn load_ensemble(
+        model_dirs: &[PathBuf],
+        weights: Option<&Path>,
+        backend: Backend,
+    ) -> Result<Self, PipelineError> {
+        let bundle = bundle::load_ensemble(model_dirs)?;
+        let model_dir = model_dirs.first().cloned().unwrap_or_default();
         let kind: EncoderKind = bundle.config.encoder.name.parse()?;
         let weights = locate_weights(kind, weights)?;
         let encoder = load_encoder(kind, backend, &weights)?;
@@ -76,7 +89,7 @@ impl Captioner {
             bundle,
             encoder,
             loader,
-            model_dir: model_dir.to_path_buf(),
+            model_dir,
         })
     }
 
@@ -85,7 +98,7 @@ impl Captioner {
         &self.bundle
     }
 
-    /// Where the bundle was loaded from.
+    /// Where the bundle was loaded from (an ensemble's first member).
     pub fn model_dir(&self) -> &Path {
         &self.model_dir
     }

@@ -34,14 +34,18 @@ pub const MODEL_ENV: &str = "CAPTIONER_MODEL";
 ///   captioner caption photo.jpg
 ///   captioner caption --beam 5 --format jsonl photos/ > captions.jsonl
 ///   captioner caption --model runs/sat/best --attention maps/ 'holiday/*.jpg'
+///   captioner caption --model runs/sat/best --model runs/sat-seed2/best photo.jpg
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Images, folders or glob patterns.
     #[arg(required = true, value_name = "IMAGE|DIR|GLOB")]
     inputs: Vec<String>,
-    /// Model bundle directory (config.json, model.safetensors, tokenizer.json).
+    /// Model bundle directory (config.json, model.safetensors, tokenizer.json). Given more than
+    /// once, the bundles caption as an ensemble: at each word their probabilities are averaged
+    /// (separate runs or architectures of one vocabulary and encoder; attention maps come from
+    /// the first bundle that has attention).
     #[arg(long, value_name = "DIR", env = MODEL_ENV)]
-    model: Option<PathBuf>,
+    model: Vec<PathBuf>,
     /// Beam width; 1 is greedy decoding.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     beam: u16,
@@ -353,15 +357,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if files.is_empty() {
         bail!("no images to caption in {:?}", args.inputs);
     }
-    let model = resolve_model(args.model.clone())?;
-    if HfCaptioner::is_hf_dir(&model) {
-        return run_hf(&args, &model, &files);
+    let models = match args.model.as_slice() {
+        [] => vec![resolve_model(None)?],
+        given => given.to_vec(),
+    };
+    if let Some(hf) = models.iter().find(|m| HfCaptioner::is_hf_dir(m)) {
+        if models.len() > 1 {
+            bail!(
+                "{} is a Hugging Face model, which captions alone: ensembles (--model given \
+                 more than once) are of bundles trained with `captioner train`",
+                hf.display()
+            );
+        }
+        return run_hf(&args, hf, &files);
     }
     if args.prompt.is_some() {
         tracing::warn!("--prompt only applies to Hugging Face models; ignored");
     }
-    let captioner = Captioner::load(&model, args.weights.as_deref(), args.backend)
-        .with_context(|| format!("loading model {}", model.display()))?;
+    let names = models
+        .iter()
+        .map(|m| m.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let captioner = Captioner::load_ensemble(&models, args.weights.as_deref(), args.backend)
+        .with_context(|| format!("loading model {names}"))?;
     let config = generate_config(&args);
     if let Some(dir) = &args.attention {
         if !captioner.bundle().decoder.has_attention() {
