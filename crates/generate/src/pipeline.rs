@@ -48,7 +48,8 @@ pub struct Captioner {
     encoder: Box<dyn Encoder>,
     loader: ImageLoader,
     grid: (usize, usize),
-    model_dir: PathBuf,
+    /// The bundle directories, one per ensemble member.
+    model_dirs: Vec<PathBuf>,
 }
 
 impl Captioner {
@@ -72,7 +73,6 @@ impl Captioner {
         backend: Backend,
     ) -> Result<Self, PipelineError> {
         let bundle = bundle::load_ensemble(model_dirs)?;
-        let model_dir = model_dirs.first().cloned().unwrap_or_default();
         let kind: EncoderKind = bundle.config.encoder.name.parse()?;
         let weights = locate_weights(kind, weights)?;
         let encoder = load_encoder(kind, backend, &weights)?;
@@ -89,7 +89,7 @@ impl Captioner {
             bundle,
             encoder,
             loader,
-            model_dir,
+            model_dirs: model_dirs.to_vec(),
         })
     }
 
@@ -100,7 +100,14 @@ impl Captioner {
 
     /// Where the bundle was loaded from (an ensemble's first member).
     pub fn model_dir(&self) -> &Path {
-        &self.model_dir
+        self.model_dirs
+            .first()
+            .map_or(Path::new(""), PathBuf::as_path)
+    }
+
+    /// Every bundle directory: one, or an ensemble's members in order.
+    pub fn model_dirs(&self) -> &[PathBuf] {
+        &self.model_dirs
     }
 
     /// Rows and columns of the encoder's grid (what attention weights cover).

@@ -129,9 +129,13 @@ pub struct CaptionResponse {
 /// A served model.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ModelInfo {
-    /// Its id (the bundle folder's name).
+    /// Its id (the bundle folder's name; an ensemble's names joined by `+`).
     pub id: String,
-    /// Decoder architecture (`sat`, `transformer`, `gru-init`, `merge-lstm`).
+    /// Ids of an ensemble's members, in order; empty for one model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// Decoder architecture (`sat`, `transformer`, `gru-init`, `merge-lstm`), `ensemble` for
+    /// several bundles, or a Hugging Face architecture.
     pub decoder: String,
     /// Image encoder.
     pub encoder: String,

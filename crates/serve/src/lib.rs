@@ -55,7 +55,8 @@ pub struct ServeConfig {
     pub timeout: Duration,
     /// Beam width when a request does not say.
     pub default_beam: usize,
-    /// The model's id in answers; `None`: from the bundle folder's name.
+    /// The model's id in answers; `None`: from the bundle folder's name (an ensemble's names
+    /// joined by `+`).
     pub model_id: Option<String>,
 }
 
@@ -126,11 +127,14 @@ impl Service {
         )?;
         let described = captioner.describe();
         let (gh, gw) = captioner.grid();
+        let members: Vec<String> = described.folders.iter().map(|f| model_id(f)).collect();
         let model = ModelInfo {
-            id: config
-                .model_id
-                .clone()
-                .unwrap_or_else(|| model_id(&described.folder)),
+            id: config.model_id.clone().unwrap_or_else(|| members.join("+")),
+            members: if members.len() > 1 {
+                members
+            } else {
+                Vec::new()
+            },
             decoder: described.decoder,
             encoder: described.encoder,
             resize: described.resize,

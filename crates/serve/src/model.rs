@@ -34,7 +34,8 @@ impl From<HfCaptioner> for Model {
 
 /// What `GET /v1/models` says about a model besides the server settings.
 pub(crate) struct Description {
-    pub folder: std::path::PathBuf,
+    /// One folder, or an ensemble's members in order.
+    pub folders: Vec<std::path::PathBuf>,
     pub decoder: String,
     pub encoder: String,
     pub resize: String,
@@ -99,8 +100,9 @@ impl Model {
             Model::Bundle(c) => {
                 let bundle = c.bundle();
                 Description {
-                    folder: c.model_dir().to_path_buf(),
-                    decoder: bundle.config.decoder.kind().to_string(),
+                    folders: c.model_dirs().to_vec(),
+                    // `ensemble` for several bundles, else the architecture.
+                    decoder: bundle.decoder.kind().to_string(),
                     encoder: bundle.config.encoder.name.clone(),
                     resize: if bundle.config.encoder.resize.contains("crop") {
                         "crop".into()
@@ -112,7 +114,7 @@ impl Model {
                 }
             }
             Model::Hf(hf) => Description {
-                folder: hf.dir().to_path_buf(),
+                folders: vec![hf.dir().to_path_buf()],
                 decoder: hf.architecture().name().to_string(),
                 encoder: "vit".into(),
                 resize: "squash".into(),

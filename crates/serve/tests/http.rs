@@ -108,7 +108,11 @@ struct Server {
 
 impl Server {
     async fn start(config: ServeConfig) -> Self {
-        let service = Service::new(captioner(), config).expect("service");
+        Self::start_with(captioner(), config).await
+    }
+
+    async fn start_with(captioner: Captioner, config: ServeConfig) -> Self {
+        let service = Service::new(captioner, config).expect("service");
         let metrics = service.metrics();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -308,6 +312,56 @@ async fn captions_multipart_and_raw_uploads_with_options() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ensemble_is_served_under_its_members_ids_with_attention() {
+    let dirs = [bundle_dir().to_path_buf(), bundle_dir().to_path_buf()];
+    let ensemble = Captioner::load_ensemble(&dirs, Some(&encoder_weights()), Backend::Fast)
+        .expect("load ensemble");
+    let server = Server::start_with(ensemble, ServeConfig::default()).await;
+    let http = client();
+    let models: ModelList = http
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let m = &models.models[0];
+    assert_eq!(m.id, "tiny-sat+tiny-sat");
+    assert_eq!(m.members, ["tiny-sat", "tiny-sat"]);
+    assert_eq!(m.decoder, "ensemble");
+    assert!(m.attention);
+
+    // An ensemble of a model with itself captions as the model does.
+    let ask = "/v1/captions?beam=3&top_k=2&attention=true";
+    let resp = http
+        .post(server.url(ask))
+        .multipart(image_form(flickr_image(IMAGES[0]), IMAGES[0]))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let c: CaptionResponse = resp.json().await.expect("json");
+    assert_eq!(c.model, "tiny-sat+tiny-sat");
+    assert_eq!(c.hypotheses.len(), 2);
+    assert_eq!(c.caption, c.words.join(" "));
+    let att = c.attention.as_ref().expect("attention maps");
+    assert_eq!(att.maps.len(), c.words.len());
+    server.stop().await.expect("clean stop");
+
+    let single = Server::start(ServeConfig::default()).await;
+    let resp = http
+        .post(single.url(ask))
+        .multipart(image_form(flickr_image(IMAGES[0]), IMAGES[0]))
+        .send()
+        .await
+        .expect("send");
+    let one: CaptionResponse = resp.json().await.expect("json");
+    assert_eq!(c.caption, one.caption);
+    single.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_healthz_page_openapi_and_404() {
     let server = Server::start(ServeConfig::default()).await;
     let http = client();
@@ -323,6 +377,7 @@ async fn models_healthz_page_openapi_and_404() {
     assert_eq!(models.models.len(), 1);
     let m = &models.models[0];
     assert_eq!(m.id, "tiny-sat");
+    assert!(m.members.is_empty());
     assert_eq!(m.decoder, "sat");
     assert_eq!(m.encoder, "efficientnet-lite0");
     assert!(m.attention);

@@ -130,11 +130,50 @@ pub fn default_model_dir() -> Option<PathBuf> {
         .find(|p| p.join("config.json").is_file())
 }
 
-/// `--model`, then $CAPTIONER_MODEL (clap reads it into `--model`), then the default bundle.
-pub fn resolve_model(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    if let Some(p) = explicit {
-        return Ok(p);
+/// What `--model` (given once or more, or $CAPTIONER_MODEL, which clap reads into it) names.
+pub enum ModelChoice {
+    /// A Hugging Face BLIP / ViT-GPT2 folder, which captions alone.
+    HuggingFace(PathBuf),
+    /// One bundle, or several that caption as an ensemble.
+    Bundles(Vec<PathBuf>),
+}
+
+/// `--model` (each given), then the default bundle; a Hugging Face folder must come alone.
+pub fn choose_models(given: &[PathBuf]) -> anyhow::Result<ModelChoice> {
+    let models = match given {
+        [] => vec![resolve_default_model()?],
+        given => given.to_vec(),
+    };
+    if let Some(hf) = models.iter().find(|m| HfCaptioner::is_hf_dir(m)) {
+        if models.len() > 1 {
+            bail!(
+                "{} is a Hugging Face model, which captions alone: ensembles (--model given \
+                 more than once) are of bundles trained with `captioner train`",
+                hf.display()
+            );
+        }
+        return Ok(ModelChoice::HuggingFace(hf.clone()));
     }
+    Ok(ModelChoice::Bundles(models))
+}
+
+/// Loads bundles (one, or an ensemble) with their encoder; errors name every folder.
+pub fn load_bundles(
+    models: &[PathBuf],
+    weights: Option<&Path>,
+    backend: Backend,
+) -> anyhow::Result<Captioner> {
+    let names = models
+        .iter()
+        .map(|m| m.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Captioner::load_ensemble(models, weights, backend)
+        .with_context(|| format!("loading model {names}"))
+}
+
+/// The default bundle, or an error saying how to name one.
+fn resolve_default_model() -> anyhow::Result<PathBuf> {
     default_model_dir().ok_or_else(|| {
         anyhow::anyhow!(
             "no model bundle: pass --model <dir> or set {MODEL_ENV}; the default bundle \
@@ -357,30 +396,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if files.is_empty() {
         bail!("no images to caption in {:?}", args.inputs);
     }
-    let models = match args.model.as_slice() {
-        [] => vec![resolve_model(None)?],
-        given => given.to_vec(),
+    let models = match choose_models(&args.model)? {
+        ModelChoice::HuggingFace(dir) => return run_hf(&args, &dir, &files),
+        ModelChoice::Bundles(models) => models,
     };
-    if let Some(hf) = models.iter().find(|m| HfCaptioner::is_hf_dir(m)) {
-        if models.len() > 1 {
-            bail!(
-                "{} is a Hugging Face model, which captions alone: ensembles (--model given \
-                 more than once) are of bundles trained with `captioner train`",
-                hf.display()
-            );
-        }
-        return run_hf(&args, hf, &files);
-    }
     if args.prompt.is_some() {
         tracing::warn!("--prompt only applies to Hugging Face models; ignored");
     }
-    let names = models
-        .iter()
-        .map(|m| m.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let captioner = Captioner::load_ensemble(&models, args.weights.as_deref(), args.backend)
-        .with_context(|| format!("loading model {names}"))?;
+    let captioner = load_bundles(&models, args.weights.as_deref(), args.backend)?;
     let config = generate_config(&args);
     if let Some(dir) = &args.attention {
         if !captioner.bundle().decoder.has_attention() {

@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use captioner_encode::encoder::Backend;
-use captioner_generate::pipeline::Captioner;
 use captioner_serve::{Model, ServeConfig};
 use captioner_vlm::HfCaptioner;
 
-use super::caption::{resolve_model, MODEL_ENV};
+use super::caption::{choose_models, load_bundles, ModelChoice, MODEL_ENV};
 
 /// Serve a web page and a JSON API for captioning.
 ///
@@ -25,13 +24,15 @@ use super::caption::{resolve_model, MODEL_ENV};
 /// Examples:
 ///   captioner serve
 ///   captioner serve --model runs/sat/best --port 9000
+///   captioner serve --model runs/sat/best --model runs/transformer/best
 ///   curl -F image=@photo.jpg 'http://127.0.0.1:8080/v1/captions?beam=5&top_k=3'
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Model bundle directory (config.json, model.safetensors, tokenizer.json), or a Hugging Face
-    /// BLIP / ViT-GPT2 folder; default: the shipped models/default.
+    /// BLIP / ViT-GPT2 folder; default: the shipped models/default. Bundles given more than once
+    /// caption as an ensemble (as in `captioner caption`), served under one id joined by `+`.
     #[arg(long, value_name = "DIR", env = MODEL_ENV)]
-    model: Option<PathBuf>,
+    model: Vec<PathBuf>,
     /// Encoder weights file (.safetensors or .pth).
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
@@ -65,15 +66,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let dir = resolve_model(args.model.clone())?;
-    let model: Model = if HfCaptioner::is_hf_dir(&dir) {
-        HfCaptioner::load(&dir)
+    let model: Model = match choose_models(&args.model)? {
+        ModelChoice::HuggingFace(dir) => HfCaptioner::load(&dir)
             .with_context(|| format!("loading Hugging Face model {}", dir.display()))?
-            .into()
-    } else {
-        Captioner::load(&dir, args.weights.as_deref(), args.backend)
-            .with_context(|| format!("loading model {}", dir.display()))?
-            .into()
+            .into(),
+        ModelChoice::Bundles(dirs) => {
+            load_bundles(&dirs, args.weights.as_deref(), args.backend)?.into()
+        }
     };
     let config = ServeConfig {
         max_batch: args.max_batch as usize,
