@@ -8,6 +8,12 @@
 # the ratio ours/PyTorch (< 1 means we are faster), with two other views of the same rounds (the
 # median of per-round ratios, and fastest against fastest). PyTorch comes from $TORCH_PY
 # (default /work/venvs/torch/bin/python), a venv outside the repo; both use 2 threads.
+#
+# PyTorch's matrix products go through Intel MKL, which takes a slower AVX2 path on CPUs it does not
+# recognise as Intel's: on an AMD Zen 5 it multiplies at about half the speed it reaches on its
+# AVX-512 path. TORCH_MKL_INTEL_PATH=1 preloads a one-function shim (`mkl_serv_intel_cpu_true`
+# returning 1, built here with cc) so MKL takes its Intel path, for a comparison that does not
+# depend on MKL's vendor check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ITERS="${1:-10}"
@@ -19,13 +25,21 @@ MODELS=(${MODELS[*]})
 TORCH_PY="${TORCH_PY:-/work/venvs/torch/bin/python}"
 export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-2}"
 LOG="$(mktemp)"
-trap 'rm -f "$LOG"' EXIT
+SHIM_DIR="$(mktemp -d)"
+trap 'rm -f "$LOG"; rm -rf "$SHIM_DIR"' EXIT
+TORCH_ENV=()
+if [[ "${TORCH_MKL_INTEL_PATH:-0}" == 1 ]]; then
+  echo 'int mkl_serv_intel_cpu_true(void) { return 1; }' > "$SHIM_DIR/shim.c"
+  cc -shared -fPIC -o "$SHIM_DIR/libmkl_intel_path.so" "$SHIM_DIR/shim.c"
+  TORCH_ENV=("LD_PRELOAD=$SHIM_DIR/libmkl_intel_path.so")
+  echo "PyTorch's MKL forced onto its Intel code path (TORCH_MKL_INTEL_PATH=1)"
+fi
 
 cargo bench -q -p captioner-decode --bench train_step --no-run 2>/dev/null
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)   cpus: $(nproc)"
 for r in $(seq "$ROUNDS"); do
   cargo bench -q -p captioner-decode --bench train_step -- "$ITERS" "${MODELS[@]}" | sed 's/^/ours  /' | tee -a "$LOG"
-  "$TORCH_PY" crates/decode/benches/train_step_torch.py "$ITERS" "${MODELS[@]}" | sed 's/^/torch /' | tee -a "$LOG"
+  env "${TORCH_ENV[@]}" "$TORCH_PY" crates/decode/benches/train_step_torch.py "$ITERS" "${MODELS[@]}" | sed 's/^/torch /' | tee -a "$LOG"
 done
 echo "load after:  $(cut -d' ' -f1-3 /proc/loadavg)"
 echo

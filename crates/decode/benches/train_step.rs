@@ -14,6 +14,9 @@
 //! (1,280 x 512 x 8,000 each), 12.1 in the LSTM's six, 0.5 in the two initial-state linears. At
 //! the two-thread AVX-512 FMA peak of the machine it was tuned on (AMD EPYC Zen 4, 222 GFLOP/s)
 //! those alone take 199 ms, so `f32` cannot go much below ~215 ms however the rest is fused.
+//! On an AMD EPYC Zen 5 (2 vCPUs, full-width AVX-512 FMA) the same peak loop measures ~505
+//! GFLOP/s and the step takes ~125 ms (floor ~87 ms). There PyTorch's MKL takes its AVX2 path
+//! unless forced onto its Intel one (`TORCH_MKL_INTEL_PATH=1 scripts/bench_train.sh`).
 //!
 //! Run: `cargo bench -p captioner-decode --bench train_step -- [iters] [lstm] [gru] [sat] [bf16]`
 //! (no model named: `lstm` and `gru`); prints the median ms/step and the forward+loss /
