@@ -412,3 +412,55 @@ fn names_shapes_and_errors() {
     assert!(Sat::new(&tiny_cfg(1.0, 1.0), dims(), 0).is_err());
     assert!(Sat::new(&tiny_cfg(0.1, -1.0), dims(), 0).is_err());
 }
+
+#[test]
+fn a_pass_after_a_larger_batch_matches_a_fresh_model() {
+    // The pass reuses its step buffers without clearing them; what a larger batch left there
+    // must not leak into a smaller one (fewer captions, fewer steps).
+    let cfg = tiny_cfg(0.5, 1.0);
+    let opts = PassOptions {
+        label_smoothing: 0.1,
+        train: true,
+    };
+    let d = Data::new(21);
+    let (b, t) = (2, 3);
+    let inputs: Vec<u32> = (0..b)
+        .flat_map(|r| d.inputs[r * T..r * T + t].to_vec())
+        .collect();
+    let targets: Vec<u32> = (0..b)
+        .flat_map(|r| d.targets[r * T..r * T + t].to_vec())
+        .collect();
+    let small_feats = Features {
+        batch: b,
+        dim: F,
+        pooled: &d.pooled[..b * F],
+        spatial: Some(&d.spatial[..b * P * F]),
+        cells: P,
+    };
+    let small = TeacherBatch {
+        batch: b,
+        time: t,
+        inputs: &inputs,
+        targets: &targets,
+        weights: None,
+    };
+    let run = |m: &mut Sat| {
+        m.params_mut().zero_grads();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let st = m
+            .forward(&small_feats, &small, &opts, true, &mut rng)
+            .unwrap();
+        (st.loss, st.regulariser, m.params().grads.clone())
+    };
+    let mut fresh = Sat::new(&cfg, dims(), 3).unwrap();
+    let want = run(&mut fresh);
+    let mut used = Sat::new(&cfg, dims(), 3).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    used.forward(&d.feats(), &d.batch(), &opts, true, &mut rng)
+        .unwrap();
+    let got = run(&mut used);
+    assert_eq!(got.0.to_bits(), want.0.to_bits());
+    assert_eq!(got.1.to_bits(), want.1.to_bits());
+    assert_eq!(got.2, want.2);
+    assert!(want.2.iter().any(|g| *g != 0.0));
+}

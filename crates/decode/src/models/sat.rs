@@ -270,6 +270,12 @@ fn zeroed(v: &mut Vec<f32>, n: usize) {
     v.resize(n, 0.0);
 }
 
+/// `n` floats whose values do not matter because every one is written before it is read: the
+/// step's large buffers (tens of MB) are reused as they are instead of being cleared first.
+fn sized(v: &mut Vec<f32>, n: usize) {
+    v.resize(n, 0.0);
+}
+
 /// The decoder.
 pub struct Sat {
     params: ParamSet,
@@ -455,7 +461,7 @@ fn encode(
     c0: &mut [f32],
 ) -> Result<(), KernelError> {
     let (p, f, a, h) = (sz.p, sz.f, sz.a, sz.h);
-    zeroed(ea, nb * p * a);
+    sized(ea, nb * p * a);
     for row in ea.chunks_exact_mut(a) {
         row.copy_from_slice(w.enc_b);
     }
@@ -793,8 +799,8 @@ impl Decoder for Sat {
         }
 
         // Per-batch precomputation.
-        zeroed(&mut wk.h, (t_len + 1) * bh);
-        zeroed(&mut wk.c, (t_len + 1) * bh);
+        sized(&mut wk.h, (t_len + 1) * bh);
+        sized(&mut wk.c, (t_len + 1) * bh);
         encode(
             &sz,
             &w,
@@ -805,12 +811,12 @@ impl Decoder for Sat {
             &mut wk.h[..bh],
             &mut wk.c[..bh],
         )?;
-        zeroed(&mut wk.xcat, n * xw);
+        sized(&mut wk.xcat, n * xw);
         for (row, &tok) in wk.xcat.chunks_exact_mut(xw).zip(&wk.inputs) {
             let tok = tok as usize;
             row[..e].copy_from_slice(&w.emb[tok * e..(tok + 1) * e]);
         }
-        zeroed(&mut wk.gates, n * g4);
+        sized(&mut wk.gates, n * g4);
         for row in wk.gates.chunks_exact_mut(g4) {
             for ((o, x), y) in row.iter_mut().zip(w.b_ih).zip(w.b_hh) {
                 *o = x + y;
@@ -833,11 +839,11 @@ impl Decoder for Sat {
             true,
         )?;
         wk.step.pack_forward(&sz, &w)?;
-        zeroed(&mut wk.tanh_c, n * h);
-        zeroed(&mut wk.da, n * a);
-        zeroed(&mut wk.alpha, n * p);
-        zeroed(&mut wk.ctx, n * f);
-        zeroed(&mut wk.gate, n * f);
+        sized(&mut wk.tanh_c, n * h);
+        sized(&mut wk.da, n * a);
+        sized(&mut wk.alpha, n * p);
+        sized(&mut wk.ctx, n * f);
+        sized(&mut wk.gate, n * f);
 
         // Recurrence.
         for t in 0..t_len {
@@ -907,7 +913,7 @@ impl Decoder for Sat {
         let use_mask = dropout > 0.0;
         if use_mask {
             let scale = 1.0 / (1.0 - dropout);
-            zeroed(&mut wk.mask, n * h);
+            sized(&mut wk.mask, n * h);
             for m in wk.mask.iter_mut() {
                 *m = if rng.random::<f32>() < dropout {
                     0.0
@@ -915,7 +921,7 @@ impl Decoder for Sat {
                     scale
                 };
             }
-            zeroed(&mut wk.hd, n * h);
+            sized(&mut wk.hd, n * h);
             for ((o, x), m) in wk.hd.iter_mut().zip(&wk.h[bh..]).zip(&wk.mask) {
                 *o = x * m;
             }
@@ -949,7 +955,7 @@ impl Decoder for Sat {
                 tokens: st.n_valid,
             });
         }
-        zeroed(&mut wk.d_out, n * h);
+        sized(&mut wk.d_out, n * h);
         let st = linear_xent_weighted(
             &xdims,
             out,
@@ -978,8 +984,8 @@ impl Decoder for Sat {
 
         // Backward through time.
         wk.step.pack_backward(&sz, &w)?;
-        zeroed(&mut wk.dgates, n * g4);
-        zeroed(&mut wk.dgp, n * f);
+        sized(&mut wk.dgates, n * g4);
+        sized(&mut wk.dgp, n * f);
         zeroed(&mut wk.dda, n * a);
         zeroed(&mut wk.dea, b * p * a);
         zeroed(&mut wk.dwfa, b * a);
@@ -1148,7 +1154,7 @@ impl Decoder for Sat {
                 add_col_sums(bsrc, h, gv.take(gsrc)?);
             }
         }
-        zeroed(&mut wk.dx, n * e);
+        sized(&mut wk.dx, n * e);
         let dgm = Mat {
             data: &wk.dgates,
             off: 0,
