@@ -271,11 +271,7 @@ fn pack_panel(view: WeightView, n: usize, k: usize, panel: usize, dst: &mut [f32
         }
         return;
     }
-    let (done_j, done_c) = if view.cs == 1 {
-        pack_tiles_avx512(view, width, k, j0, dst)
-    } else {
-        (0, 0)
-    };
+    let (done_j, done_c) = pack_tiles_avx512(view, width, k, j0, dst);
     for (c, out) in dst.chunks_exact_mut(NR).enumerate() {
         // The tiles covered outputs `..done_j` at inputs `..done_c`.
         let first = if c < done_c { done_j } else { 0 };
@@ -286,8 +282,8 @@ fn pack_panel(view: WeightView, n: usize, k: usize, panel: usize, dst: &mut [f32
     }
 }
 
-/// The whole 16x16 tiles of [`pack_panel`] for a view with `cs == 1`: returns how many leading
-/// outputs and inputs of the panel they covered ((0, 0) without AVX-512).
+/// The whole 16x16 tiles of [`pack_panel`], for a view with `cs == 1`: returns how many leading
+/// outputs and inputs of the panel they covered ((0, 0) for other views or without AVX-512).
 fn pack_tiles_avx512(
     view: WeightView,
     width: usize,

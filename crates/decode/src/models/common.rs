@@ -40,6 +40,12 @@ pub(crate) fn zeroed(v: &mut Vec<f32>, n: usize) {
     v.resize(n, 0.0);
 }
 
+/// `n` elements whose values do not matter because every one is written before it is read:
+/// large step buffers (tens of MB) are reused as they are instead of being cleared first.
+pub(crate) fn sized(v: &mut Vec<f32>, n: usize) {
+    v.resize(n, 0.0);
+}
+
 /// Row-major `[B, T]` to time-major `[T, B]` into a reused buffer.
 pub(crate) fn time_major_into(src: &[u32], batch: usize, time: usize, dst: &mut Vec<u32>) {
     dst.clear();

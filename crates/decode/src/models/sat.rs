@@ -21,6 +21,7 @@
 //!
 //! [`linear_xent`]: crate::kernels::softmax_xent::linear_xent
 
+use super::common::{sized, zeroed};
 use crate::config::ModelDims;
 use crate::kernels::act::{multiversion, sigmoid};
 use crate::kernels::few_rows::FewRowsLinear;
@@ -263,17 +264,6 @@ impl StepWeights {
         self.awe_t.repack(f, 4 * h, awe_t)?;
         self.hh_t.repack(h, 4 * h, transposed(w.w_hh, h))
     }
-}
-
-fn zeroed(v: &mut Vec<f32>, n: usize) {
-    v.clear();
-    v.resize(n, 0.0);
-}
-
-/// `n` floats whose values do not matter because every one is written before it is read: the
-/// step's large buffers (tens of MB) are reused as they are instead of being cleared first.
-fn sized(v: &mut Vec<f32>, n: usize) {
-    v.resize(n, 0.0);
 }
 
 /// The decoder.
