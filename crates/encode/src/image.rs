@@ -181,6 +181,8 @@ pub struct ImageLoader {
     pub size: (u32, u32),
     pub normalization: Normalization,
     pub layout: Layout,
+    /// Mirror left-right after resizing: a second view of each training image for augmentation.
+    pub flip: bool,
 }
 
 impl ImageLoader {
@@ -192,7 +194,13 @@ impl ImageLoader {
             size: (size, size),
             normalization: Normalization::IMAGENET,
             layout: Layout::default(),
+            flip: false,
         }
+    }
+
+    pub fn with_flip(mut self, flip: bool) -> Self {
+        self.flip = flip;
+        self
     }
 
     pub fn with_max_pixels(mut self, max_pixels: u64) -> Self {
@@ -233,7 +241,11 @@ impl ImageLoader {
     /// Like [`ImageLoader::load_rgb`] for an image already in memory; `path` only names it in errors.
     pub fn decode_bytes(&self, bytes: &[u8], path: &Path) -> Result<RgbImage, ImageError> {
         let rgb = decode_rgb(bytes, path, self.max_pixels)?;
-        self.resize_rgb(rgb, path)
+        let mut rgb = self.resize_rgb(rgb, path)?;
+        if self.flip {
+            image::imageops::flip_horizontal_in_place(&mut rgb);
+        }
+        Ok(rgb)
     }
 
     /// Normalise an RGB image that is already at the target size.
@@ -351,6 +363,21 @@ mod tests {
         RgbImage::from_fn(w, h, |x, y| {
             Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, 128])
         })
+    }
+
+    #[test]
+    fn a_flipping_loader_mirrors_the_resized_pixels() {
+        let bytes = encode(&DynamicImage::ImageRgb8(gradient(40, 30)), ImageFormat::Png);
+        let plain = ImageLoader::new(16);
+        let flipped = plain.clone().with_flip(true);
+        let a = plain.decode_bytes(&bytes, Path::new("x")).expect("plain");
+        let b = flipped
+            .decode_bytes(&bytes, Path::new("x"))
+            .expect("flipped");
+        assert_ne!(a, b, "a gradient is not symmetric");
+        for (x, y, px) in b.enumerate_pixels() {
+            assert_eq!(px, a.get_pixel(15 - x, y), "({x}, {y})");
+        }
     }
 
     #[test]

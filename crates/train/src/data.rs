@@ -12,6 +12,8 @@ use std::path::Path;
 /// Reads rows of features out of a cache for the images of one dataset split.
 pub struct FeatureSource<'c> {
     cache: &'c FeatureCache,
+    /// Other views of the same images (e.g. mirrored), read instead of `cache` when a row asks.
+    views: Vec<&'c FeatureCache>,
     /// Cache id of each image of the split, by the split's image index.
     ids: Vec<String>,
     spatial: bool,
@@ -62,9 +64,48 @@ impl<'c> FeatureSource<'c> {
         }
         Ok(Self {
             cache,
+            views: Vec::new(),
             ids,
             spatial,
         })
+    }
+
+    /// Adds other views of the same images, such as `captioner extract --flip`'s: each must hold
+    /// every image of the source, with the same encoder, channels and grid.
+    pub fn with_views(mut self, views: &'c [FeatureCache]) -> Result<Self, TrainError> {
+        let base = self.cache.meta();
+        for view in views {
+            let meta = view.meta();
+            if (&meta.encoder, meta.feature_dim, meta.spatial_cells)
+                != (&base.encoder, base.feature_dim, base.spatial_cells)
+            {
+                return Err(TrainError::Data(format!(
+                    "[data] augment_features: {} holds {} features ({} channels, {:?} cells), but \
+                     {} holds {} ({} channels, {:?} cells)",
+                    view.dir().display(),
+                    meta.encoder,
+                    meta.feature_dim,
+                    meta.spatial_cells,
+                    self.cache.dir().display(),
+                    base.encoder,
+                    base.feature_dim,
+                    base.spatial_cells
+                )));
+            }
+            if let Some(missing) = self.ids.iter().find(|id| !view.contains(id)) {
+                return Err(TrainError::Data(format!(
+                    "[data] augment_features: image {missing} is not in {}",
+                    view.dir().display()
+                )));
+            }
+            self.views.push(view);
+        }
+        Ok(self)
+    }
+
+    /// Views of each image: 1 plus the added ones.
+    pub fn view_count(&self) -> usize {
+        1 + self.views.len()
     }
 
     /// Images (rows) the source reads.
@@ -93,6 +134,17 @@ impl<'c> FeatureSource<'c> {
 
     /// Fills `out` with the features of images `rows` (split image indices).
     pub fn gather(&self, rows: &[usize], out: &mut FeatureRows) -> Result<(), TrainError> {
+        self.gather_views(rows, &[], out)
+    }
+
+    /// Like [`FeatureSource::gather`], reading row `k` from view `views[k]` (0 is the main
+    /// cache, `i` the `i`-th added view); rows past the end of `views` read view 0.
+    pub fn gather_views(
+        &self,
+        rows: &[usize],
+        views: &[usize],
+        out: &mut FeatureRows,
+    ) -> Result<(), TrainError> {
         let (dim, cells) = (self.dim(), self.cells());
         out.pooled.resize(rows.len() * dim, 0.0);
         out.spatial.resize(rows.len() * cells * dim, 0.0);
@@ -101,17 +153,23 @@ impl<'c> FeatureSource<'c> {
                 .ids
                 .get(r)
                 .ok_or_else(|| TrainError::Data(format!("image index {r} out of range")))?;
-            let ok = self
-                .cache
-                .pooled_into(id, &mut out.pooled[k * dim..(k + 1) * dim])
+            let cache = match views.get(k).copied().unwrap_or(0) {
+                0 => self.cache,
+                v => *self
+                    .views
+                    .get(v - 1)
+                    .ok_or_else(|| TrainError::Data(format!("feature view {v} out of range")))?,
+            };
+            let ok = cache.pooled_into(id, &mut out.pooled[k * dim..(k + 1) * dim])
                 && (cells == 0
-                    || self.cache.spatial_into(
+                    || cache.spatial_into(
                         id,
                         &mut out.spatial[k * cells * dim..(k + 1) * cells * dim],
                     ));
             if !ok {
                 return Err(TrainError::Data(format!(
-                    "image {id} vanished from the cache"
+                    "image {id} vanished from the cache {}",
+                    cache.dir().display()
                 )));
             }
         }

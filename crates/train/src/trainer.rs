@@ -16,7 +16,7 @@ use captioner_decode::optim::{
 };
 use captioner_decode::{Decoder, ModelDims, PassOptions, TeacherBatch};
 use captioner_generate::{GenerateConfig, Strategy};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::io::Write;
@@ -167,6 +167,21 @@ fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
     rng
 }
 
+/// Which feature view each of a step's `rows` reads, uniform over `view_count`. A stream of its
+/// own, so that a run without augmentation draws exactly what it drew before augmentation
+/// existed, and a resumed run draws what the uninterrupted one would.
+fn draw_views(view_count: usize, seed: u64, step: u64, rows: usize, out: &mut Vec<usize>) {
+    out.clear();
+    if view_count > 1 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ VIEW_SEED);
+        rng.set_stream(step.wrapping_add(1));
+        out.extend((0..rows).map(|_| rng.random_range(0..view_count)));
+    }
+}
+
+/// Mixed into the run's seed for [`draw_views`] ("views" in ASCII).
+const VIEW_SEED: u64 = 0x0076_6965_7773;
+
 /// Peak resident set size (`VmHWM`), MiB; `None` off Linux.
 pub(crate) fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -295,6 +310,12 @@ pub fn train(
     let run = options.run_dir.as_path();
     std::fs::create_dir_all(run).map_err(io_err(run))?;
     let cache = open_cache(Path::new(&preset.data.features))?;
+    let augment_caches = preset
+        .data
+        .augment_features
+        .iter()
+        .map(|dir| open_cache(Path::new(dir)))
+        .collect::<Result<Vec<_>, _>>()?;
     let spatial = preset.model.needs_spatial();
 
     let resume_from = if options.resume {
@@ -362,7 +383,15 @@ pub fn train(
     for n in &notes {
         observer.note(n);
     }
-    let train_src = FeatureSource::new(&cache, &data.train, spatial)?;
+    let train_src =
+        FeatureSource::new(&cache, &data.train, spatial)?.with_views(&augment_caches)?;
+    if train_src.view_count() > 1 {
+        observer.note(&format!(
+            "each training caption reads one of {} views of its image's features",
+            train_src.view_count()
+        ));
+    }
+    let mut views = Vec::new();
     let val_src = FeatureSource::new(&cache, &data.val, spatial)?;
     let t = &preset.train;
     // SCST steps are over images (each once per epoch); the captions of the batch go unused.
@@ -542,7 +571,14 @@ pub fn train(
         observer.epoch_started(state.epoch + 1, t.epochs, batches, state.batch_in_epoch);
         for batch in batcher.epoch_from(state.epoch as u64, state.batch_in_epoch) {
             let step_start = Instant::now();
-            train_src.gather(&batch.images, &mut rows)?;
+            draw_views(
+                train_src.view_count(),
+                t.seed,
+                state.global_step,
+                batch.images.len(),
+                &mut views,
+            );
+            train_src.gather_views(&batch.images, &views, &mut rows)?;
             let feats = features(&rows, batch.batch, &train_src);
             decoder.params_mut().zero_grads();
             let mut rng = step_rng(t.seed, state.global_step);

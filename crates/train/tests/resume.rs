@@ -184,6 +184,75 @@ fn scheduled_sampling_trains_on_other_inputs_and_resumes_bit_identically() {
     assert!(sampled != forced, "scheduled sampling changed nothing");
 }
 
+/// A second feature cache of the fixture's 24 images (as `captioner extract --flip` makes), with
+/// other random features and `dim` channels.
+fn other_view(dir: &Path, dim: usize) -> PathBuf {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+    let cache = dir.join(format!("view-{dim}"));
+    let meta = CacheMeta {
+        encoder: "test".into(),
+        feature_dim: dim,
+        spatial_cells: Some(4),
+        resize: "squash+flip".into(),
+    };
+    let mut w = CacheWriter::open(&cache, meta, 10).unwrap();
+    for i in 0..24 {
+        let pooled: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let spatial: Vec<f32> = (0..4 * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+        w.push(&format!("img{i}.jpg"), &pooled, Some(&spatial))
+            .unwrap();
+    }
+    w.finish().unwrap();
+    cache
+}
+
+const SMALL_SAT: &str =
+    "kind = \"sat\"\nembed = 8\nhidden = 10\nattention = 6\ndropout = 0.5\nalpha_c = 1.0";
+
+#[test]
+fn augmented_features_train_on_both_views_and_resume_bit_identically() {
+    let views = tempfile::tempdir().unwrap();
+    let flipped = other_view(views.path(), 6);
+    let augmented = check_resume_is_bit_identical_with(SMALL_SAT, |p| {
+        p.data.augment_features = vec![flipped.display().to_string()];
+    });
+    let plain = check_resume_is_bit_identical_with(SMALL_SAT, |_| {});
+    assert!(augmented != plain, "the second view changed nothing");
+
+    // A view identical to the main cache must train exactly like no view at all: the view only
+    // chooses where a row's features come from.
+    let same = check_resume_is_bit_identical_with(SMALL_SAT, |p| {
+        p.data.augment_features = vec![p.data.features.clone()];
+    });
+    assert!(
+        same == plain,
+        "reading the same features through a view changed training"
+    );
+}
+
+#[test]
+fn an_augmented_view_of_other_features_is_refused_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, cache) = fixture(tmp.path());
+    let wrong = other_view(tmp.path(), 5);
+    let mut p = preset(SMALL_SAT, &data, &cache);
+    p.data.augment_features = vec![wrong.display().to_string()];
+    let err = train(
+        &p,
+        &RunOptions {
+            run_dir: tmp.path().join("run"),
+            ..RunOptions::default()
+        },
+        &mut NullObserver,
+    )
+    .expect_err("5 channels against 6 must be refused")
+    .to_string();
+    assert!(
+        err.contains("augment_features") && err.contains(&wrong.display().to_string()),
+        "{err}"
+    );
+}
+
 #[test]
 fn transformer_resume_is_bit_identical() {
     check_resume_is_bit_identical(

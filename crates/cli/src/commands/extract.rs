@@ -59,6 +59,12 @@ pub struct Args {
     #[arg(long)]
     crop: bool,
 
+    /// Mirror every image left-right before encoding: a second view of the training images for
+    /// `[data] augment_features` in a training preset (a cache of its own, e.g.
+    /// `features/flickr8k-lite0-flip`).
+    #[arg(long)]
+    flip: bool,
+
     /// Images per forward pass.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
     batch_size: u16,
@@ -106,6 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let loader = kind
         .image_loader(encoder.input_layout())
         .with_resize(resize)
+        .with_flip(args.flip)
         .with_max_pixels(args.max_pixels);
 
     let (rows, cols) = kind.spatial_grid();
@@ -113,7 +120,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         encoder: kind.name().to_string(),
         feature_dim: kind.feature_dim(),
         spatial_cells: args.spatial.then_some(rows * cols),
-        resize: if args.crop { "center-crop" } else { "squash" }.to_string(),
+        resize: format!(
+            "{}{}",
+            if args.crop { "center-crop" } else { "squash" },
+            if args.flip { "+flip" } else { "" }
+        ),
     };
     let mut cache = CacheWriter::open(&args.out, meta, args.shard_size as usize)
         .with_context(|| format!("opening feature cache {}", args.out.display()))?;
