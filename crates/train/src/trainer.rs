@@ -310,6 +310,15 @@ pub fn train(
     let run = options.run_dir.as_path();
     std::fs::create_dir_all(run).map_err(io_err(run))?;
     let cache = open_cache(Path::new(&preset.data.features))?;
+    // The bundle records how its images were prepared, and captioning does not mirror them.
+    if cache.meta().resize.contains("flip") {
+        return Err(TrainError::Data(format!(
+            "[data] features: {} holds mirrored images (`captioner extract --flip`), which \
+             captioning never sees; give the plain cache as `features` and this one in \
+             `augment_features`",
+            cache.dir().display()
+        )));
+    }
     let augment_caches = preset
         .data
         .augment_features

@@ -254,6 +254,28 @@ fn an_augmented_view_of_other_features_is_refused_naming_it() {
 }
 
 #[test]
+fn a_mirrored_cache_as_the_main_features_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, _) = fixture(tmp.path());
+    let flipped = other_view(tmp.path(), 6);
+    let p = preset(SMALL_SAT, &data, &flipped);
+    let err = train(
+        &p,
+        &RunOptions {
+            run_dir: tmp.path().join("run"),
+            ..RunOptions::default()
+        },
+        &mut NullObserver,
+    )
+    .expect_err("captioning would not mirror the images this model trained on")
+    .to_string();
+    assert!(
+        err.contains("augment_features") && err.contains("mirrored"),
+        "{err}"
+    );
+}
+
+#[test]
 fn transformer_resume_is_bit_identical() {
     check_resume_is_bit_identical(
         "kind = \"transformer\"\nd_model = 8\nheads = 2\nlayers = 2\nff = 16\ndropout = 0.1\nmax_len = 40",
