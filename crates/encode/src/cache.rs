@@ -69,8 +69,19 @@ pub struct CacheMeta {
     pub feature_dim: usize,
     /// Grid cells per image in `spatial` (49 for 7x7), or `None` when only pooled is stored.
     pub spatial_cells: Option<usize>,
-    /// How images were resized ("squash" or "center-crop"): features differ between the two.
+    /// How images were resized ("squash" or "center-crop"), with [`CacheMeta::MIRRORED`] after
+    /// it when they were also mirrored: features differ between all of these.
     pub resize: String,
+}
+
+impl CacheMeta {
+    /// Appended to `resize` by `captioner extract --flip`.
+    pub const MIRRORED: &'static str = "+flip";
+
+    /// Whether the images were mirrored left-right before encoding.
+    pub fn is_mirrored(&self) -> bool {
+        self.resize.contains(Self::MIRRORED)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -311,7 +311,7 @@ pub fn train(
     std::fs::create_dir_all(run).map_err(io_err(run))?;
     let cache = open_cache(Path::new(&preset.data.features))?;
     // The bundle records how its images were prepared, and captioning does not mirror them.
-    if cache.meta().resize.contains("flip") {
+    if cache.meta().is_mirrored() {
         return Err(TrainError::Data(format!(
             "[data] features: {} holds mirrored images (`captioner extract --flip`), which \
              captioning never sees; give the plain cache as `features` and this one in \

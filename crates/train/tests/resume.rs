@@ -6,6 +6,10 @@ use captioner_train::{train, NullObserver, Preset, RunOptions, ScheduledSampling
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 
+/// A small `sat` decoder, the model of most tests here.
+const SMALL_SAT: &str =
+    "kind = \"sat\"\nembed = 8\nhidden = 10\nattention = 6\ndropout = 0.5\nalpha_c = 1.0";
+
 const WORDS: [&str; 8] = ["dog", "cat", "runs", "sits", "on", "grass", "the", "red"];
 
 /// A folder dataset of 24 captioned images (16 train, 8 val) and a cache of random features.
@@ -28,21 +32,26 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     }
     std::fs::write(data.join("captions.csv"), csv).unwrap();
     let cache = dir.join("cache");
+    write_random_cache(&cache, &mut rng, 6, "squash");
+    (data, cache)
+}
+
+/// A cache of random `dim`-channel features (2x2 grid) for the fixture's 24 images.
+fn write_random_cache(cache: &Path, rng: &mut impl Rng, dim: usize, resize: &str) {
     let meta = CacheMeta {
         encoder: "test".into(),
-        feature_dim: 6,
+        feature_dim: dim,
         spatial_cells: Some(4),
-        resize: "squash".into(),
+        resize: resize.into(),
     };
-    let mut w = CacheWriter::open(&cache, meta, 10).unwrap();
+    let mut w = CacheWriter::open(cache, meta, 10).unwrap();
     for i in 0..24 {
-        let pooled: Vec<f32> = (0..6).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let spatial: Vec<f32> = (0..24).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let pooled: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let spatial: Vec<f32> = (0..4 * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
         w.push(&format!("img{i}.jpg"), &pooled, Some(&spatial))
             .unwrap();
     }
     w.finish().unwrap();
-    (data, cache)
 }
 
 fn preset(model: &str, data: &Path, cache: &Path) -> Preset {
@@ -164,23 +173,19 @@ fn merge_lstm_resume_is_bit_identical() {
 
 #[test]
 fn sat_resume_is_bit_identical() {
-    check_resume_is_bit_identical(
-        "kind = \"sat\"\nembed = 8\nhidden = 10\nattention = 6\ndropout = 0.5\nalpha_c = 1.0",
-    );
+    check_resume_is_bit_identical(SMALL_SAT);
 }
 
 #[test]
 fn scheduled_sampling_trains_on_other_inputs_and_resumes_bit_identically() {
     // Sampling starts after epoch 1, so the kill at step 7 lands in a sampling epoch.
-    const SAT: &str =
-        "kind = \"sat\"\nembed = 8\nhidden = 10\nattention = 6\ndropout = 0.5\nalpha_c = 1.0";
-    let sampled = check_resume_is_bit_identical_with(SAT, |p| {
+    let sampled = check_resume_is_bit_identical_with(SMALL_SAT, |p| {
         p.train.scheduled_sampling = Some(ScheduledSampling {
             max_prob: 0.5,
             warmup_epochs: 1,
         })
     });
-    let forced = check_resume_is_bit_identical_with(SAT, |_| {});
+    let forced = check_resume_is_bit_identical_with(SMALL_SAT, |_| {});
     assert!(sampled != forced, "scheduled sampling changed nothing");
 }
 
@@ -189,25 +194,14 @@ fn scheduled_sampling_trains_on_other_inputs_and_resumes_bit_identically() {
 fn other_view(dir: &Path, dim: usize) -> PathBuf {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
     let cache = dir.join(format!("view-{dim}"));
-    let meta = CacheMeta {
-        encoder: "test".into(),
-        feature_dim: dim,
-        spatial_cells: Some(4),
-        resize: "squash+flip".into(),
-    };
-    let mut w = CacheWriter::open(&cache, meta, 10).unwrap();
-    for i in 0..24 {
-        let pooled: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let spatial: Vec<f32> = (0..4 * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
-        w.push(&format!("img{i}.jpg"), &pooled, Some(&spatial))
-            .unwrap();
-    }
-    w.finish().unwrap();
+    write_random_cache(
+        &cache,
+        &mut rng,
+        dim,
+        &format!("squash{}", CacheMeta::MIRRORED),
+    );
     cache
 }
-
-const SMALL_SAT: &str =
-    "kind = \"sat\"\nembed = 8\nhidden = 10\nattention = 6\ndropout = 0.5\nalpha_c = 1.0";
 
 #[test]
 fn augmented_features_train_on_both_views_and_resume_bit_identically() {
@@ -230,6 +224,17 @@ fn augmented_features_train_on_both_views_and_resume_bit_identically() {
     );
 }
 
+/// The error of a run of `p` (into `dir/run`) that must be refused for the reason `why`.
+fn refusal(p: &Preset, dir: &Path, why: &str) -> String {
+    let run = RunOptions {
+        run_dir: dir.join("run"),
+        ..RunOptions::default()
+    };
+    train(p, &run, &mut NullObserver)
+        .expect_err(why)
+        .to_string()
+}
+
 #[test]
 fn an_augmented_view_of_other_features_is_refused_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -237,16 +242,7 @@ fn an_augmented_view_of_other_features_is_refused_naming_it() {
     let wrong = other_view(tmp.path(), 5);
     let mut p = preset(SMALL_SAT, &data, &cache);
     p.data.augment_features = vec![wrong.display().to_string()];
-    let err = train(
-        &p,
-        &RunOptions {
-            run_dir: tmp.path().join("run"),
-            ..RunOptions::default()
-        },
-        &mut NullObserver,
-    )
-    .expect_err("5 channels against 6 must be refused")
-    .to_string();
+    let err = refusal(&p, tmp.path(), "5 channels against 6 must be refused");
     assert!(
         err.contains("augment_features") && err.contains(&wrong.display().to_string()),
         "{err}"
@@ -259,16 +255,11 @@ fn a_mirrored_cache_as_the_main_features_is_refused() {
     let (data, _) = fixture(tmp.path());
     let flipped = other_view(tmp.path(), 6);
     let p = preset(SMALL_SAT, &data, &flipped);
-    let err = train(
+    let err = refusal(
         &p,
-        &RunOptions {
-            run_dir: tmp.path().join("run"),
-            ..RunOptions::default()
-        },
-        &mut NullObserver,
-    )
-    .expect_err("captioning would not mirror the images this model trained on")
-    .to_string();
+        tmp.path(),
+        "captioning would not mirror the images this model trained on",
+    );
     assert!(
         err.contains("augment_features") && err.contains("mirrored"),
         "{err}"

@@ -123,7 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resize: format!(
             "{}{}",
             if args.crop { "center-crop" } else { "squash" },
-            if args.flip { "+flip" } else { "" }
+            if args.flip { CacheMeta::MIRRORED } else { "" }
         ),
     };
     let mut cache = CacheWriter::open(&args.out, meta, args.shard_size as usize)
