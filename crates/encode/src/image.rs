@@ -48,6 +48,8 @@ pub enum ImageError {
         #[source]
         source: image::ImageError,
     },
+    #[error("{path}: the file ends inside the JPEG's image data, so part of the picture is missing (an interrupted download or copy?)")]
+    Truncated { path: PathBuf },
     #[error("{path}: cannot resize image: {message}")]
     Resize { path: PathBuf, message: String },
 }
@@ -62,6 +64,7 @@ impl ImageError {
             | ImageError::TooLarge { path, .. }
             | ImageError::ZeroSized { path, .. }
             | ImageError::Decode { path, .. }
+            | ImageError::Truncated { path }
             | ImageError::Resize { path, .. } => path,
         }
     }
@@ -303,8 +306,13 @@ pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage
             path: path_buf(),
             source,
         })?;
-    if reader.format().is_none() {
+    let Some(format) = reader.format() else {
         return Err(ImageError::UnknownFormat { path: path_buf() });
+    };
+    // The JPEG decoder paints a cut-off scan grey instead of failing, and the model would caption
+    // the grey; PIL refuses such files by default too.
+    if format == image::ImageFormat::Jpeg && jpeg_is_truncated(bytes) {
+        return Err(ImageError::Truncated { path: path_buf() });
     }
     let decode_err = |source| ImageError::Decode {
         path: path_buf(),
@@ -337,6 +345,63 @@ pub fn decode_rgb(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<RgbImage
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
     Ok(to_rgb8(img))
+}
+
+/// Whether a JPEG stream stops before its end-of-image marker. Walks the marker segments and the
+/// entropy-coded scans after each start-of-scan; bytes after the end marker (some cameras append
+/// data) are ignored. A stream too malformed to walk is left to the decoder to judge.
+fn jpeg_is_truncated(bytes: &[u8]) -> bool {
+    const SOI: u8 = 0xD8;
+    const EOI: u8 = 0xD9;
+    const SOS: u8 = 0xDA;
+    if bytes.len() < 2 || bytes[0] != 0xFF || bytes[1] != SOI {
+        return false;
+    }
+    let segment_end = |at: usize| -> Option<usize> {
+        let length = bytes.get(at + 2..at + 4)?;
+        Some(at + 2 + usize::from(u16::from_be_bytes([length[0], length[1]])))
+    };
+    let mut at = 2;
+    loop {
+        if bytes.get(at) != Some(&0xFF) {
+            // Past the end, or not at a marker: the first is a truncation, the second is the
+            // decoder's to report.
+            return at >= bytes.len();
+        }
+        // Markers may be preceded by any number of 0xFF fill bytes.
+        while bytes.get(at + 1) == Some(&0xFF) {
+            at += 1;
+        }
+        let Some(&marker) = bytes.get(at + 1) else {
+            return true;
+        };
+        match marker {
+            EOI => return false,
+            0x01 | 0xD0..=0xD7 => at += 2,
+            SOS => {
+                let Some(header_end) = segment_end(at) else {
+                    return true;
+                };
+                // In scan data 0xFF is followed by 0x00 (a stuffed byte) or a restart marker;
+                // anything else is the next marker.
+                let mut scan = header_end;
+                loop {
+                    match bytes.get(scan..scan + 2) {
+                        None => return true,
+                        Some([0xFF, next]) if *next != 0x00 && !(0xD0..=0xD7).contains(next) => {
+                            break
+                        }
+                        Some(_) => scan += 1,
+                    }
+                }
+                at = scan;
+            }
+            _ => match segment_end(at) {
+                Some(end) => at = end,
+                None => return true,
+            },
+        }
+    }
 }
 
 /// Any colour type to 8-bit RGB: grey is replicated, alpha dropped, 16-bit and float scaled down.
@@ -503,17 +568,65 @@ mod tests {
             &DynamicImage::ImageRgb8(gradient(64, 64)),
             ImageFormat::Jpeg,
         );
-        let truncated = decode_rgb(&jpeg[..jpeg.len() / 3], p, DEFAULT_MAX_PIXELS);
-        // zune-jpeg fills a truncated scan with grey rather than failing; either outcome is
-        // acceptable, a panic or a wrong size is not.
-        if let Ok(img) = &truncated {
-            assert_eq!(img.dimensions(), (64, 64));
-        }
         let header_only = decode_rgb(&jpeg[..20], p, DEFAULT_MAX_PIXELS).unwrap_err();
         for err in [empty, text, header_only] {
             assert!(err.to_string().starts_with("dir/broken.jpg: "), "{err}");
             assert_eq!(err.path(), p);
         }
+    }
+
+    /// A JPEG with an APP1 segment holding a whole small JPEG, end marker included, as EXIF
+    /// thumbnails do: the end marker inside it must not count as the image's end.
+    fn with_thumbnail(jpeg: &[u8]) -> Vec<u8> {
+        let thumbnail = encode(&DynamicImage::ImageRgb8(gradient(8, 8)), ImageFormat::Jpeg);
+        let length = u16::try_from(thumbnail.len() + 2).expect("small thumbnail");
+        let mut out = jpeg[..2].to_vec();
+        out.extend([0xFF, 0xE1]);
+        out.extend(length.to_be_bytes());
+        out.extend(&thumbnail);
+        out.extend(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn a_jpeg_cut_anywhere_is_refused_as_truncated() {
+        let baseline = encode(
+            &DynamicImage::ImageRgb8(gradient(64, 48)),
+            ImageFormat::Jpeg,
+        );
+        let progressive = include_bytes!("../tests/fixtures/progressive_48x32.jpg").to_vec();
+        for (name, jpeg) in [
+            ("baseline", baseline.clone()),
+            ("progressive", progressive),
+            ("thumbnail", with_thumbnail(&baseline)),
+        ] {
+            let whole = decode_rgb(&jpeg, Path::new(name), DEFAULT_MAX_PIXELS);
+            assert!(whole.is_ok(), "{name}: {:?}", whole.err());
+            for cut in 2..jpeg.len() {
+                assert!(
+                    jpeg_is_truncated(&jpeg[..cut]),
+                    "{name} cut at {cut} of {} bytes passed as whole",
+                    jpeg.len()
+                );
+            }
+        }
+        let p = Path::new("dir/cut.jpg");
+        let err = decode_rgb(&baseline[..baseline.len() / 2], p, DEFAULT_MAX_PIXELS).unwrap_err();
+        assert!(matches!(err, ImageError::Truncated { .. }), "{err}");
+        assert!(err.to_string().starts_with("dir/cut.jpg: "), "{err}");
+        assert_eq!(err.path(), p);
+    }
+
+    #[test]
+    fn bytes_after_a_jpegs_end_marker_are_ignored() {
+        let mut jpeg = encode(
+            &DynamicImage::ImageRgb8(gradient(64, 48)),
+            ImageFormat::Jpeg,
+        );
+        jpeg.extend(b"\xFF\xDAmaker notes some cameras append");
+        assert!(!jpeg_is_truncated(&jpeg));
+        let rgb = decode_rgb(&jpeg, Path::new("t.jpg"), DEFAULT_MAX_PIXELS).expect("decode");
+        assert_eq!(rgb.dimensions(), (64, 48));
     }
 
     #[test]

@@ -174,6 +174,7 @@ impl From<ImageError> for ApiError {
             ImageError::Empty { .. }
             | ImageError::ZeroSized { .. }
             | ImageError::Decode { .. }
+            | ImageError::Truncated { .. }
             | ImageError::Resize { .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_image", message)
             }

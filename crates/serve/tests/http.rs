@@ -517,6 +517,30 @@ async fn bad_inputs_get_json_errors_with_the_right_status() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body.error.code, "invalid_image");
 
+    // A JPEG cut short, which the decoder alone would paint grey and caption.
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    DynamicImage::ImageRgb8(RgbImage::from_fn(64, 64, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 4) as u8, (x ^ y) as u8])
+    }))
+    .write_to(&mut jpeg, ImageFormat::Jpeg)
+    .expect("encode jpeg");
+    let jpeg = jpeg.into_inner();
+    let (status, body) = error_of(
+        post_raw(jpeg[..jpeg.len() / 2].to_vec(), "")
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body.error.code, "invalid_image");
+    assert!(
+        body.error
+            .message
+            .contains("part of the picture is missing"),
+        "{}",
+        body.error.message
+    );
+
     // An empty body.
     let (status, body) = error_of(post_raw(Vec::new(), "").await.expect("send")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
