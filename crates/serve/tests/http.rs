@@ -190,10 +190,14 @@ async fn error_of(resp: reqwest::Response) -> (StatusCode, ErrorBody) {
 }
 
 fn png_bytes(img: &RgbImage) -> Vec<u8> {
+    image_bytes(img, ImageFormat::Png)
+}
+
+fn image_bytes(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     DynamicImage::ImageRgb8(img.clone())
-        .write_to(&mut out, ImageFormat::Png)
-        .expect("encode png");
+        .write_to(&mut out, format)
+        .expect("encode test image");
     out.into_inner()
 }
 
@@ -504,42 +508,26 @@ async fn bad_inputs_get_json_errors_with_the_right_status() {
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(body.error.code, "unsupported_media_type");
 
-    // A corrupt image: a PNG cut in the middle of its pixel data.
-    let png = png_bytes(&RgbImage::from_fn(64, 64, |x, y| {
+    // Corrupt images: a PNG cut in the middle of its pixel data, and a JPEG cut short (which the
+    // decoder alone would paint grey and caption).
+    let pattern = RgbImage::from_fn(64, 64, |x, y| {
         image::Rgb([(x * 4) as u8, (y * 4) as u8, (x ^ y) as u8])
-    }));
-    let (status, body) = error_of(
-        post_raw(png[..png.len() / 2].to_vec(), "")
-            .await
-            .expect("send"),
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(body.error.code, "invalid_image");
-
-    // A JPEG cut short, which the decoder alone would paint grey and caption.
-    let mut jpeg = std::io::Cursor::new(Vec::new());
-    DynamicImage::ImageRgb8(RgbImage::from_fn(64, 64, |x, y| {
-        image::Rgb([(x * 4) as u8, (y * 4) as u8, (x ^ y) as u8])
-    }))
-    .write_to(&mut jpeg, ImageFormat::Jpeg)
-    .expect("encode jpeg");
-    let jpeg = jpeg.into_inner();
-    let (status, body) = error_of(
-        post_raw(jpeg[..jpeg.len() / 2].to_vec(), "")
-            .await
-            .expect("send"),
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(body.error.code, "invalid_image");
-    assert!(
-        body.error
-            .message
-            .contains("part of the picture is missing"),
-        "{}",
-        body.error.message
-    );
+    });
+    for (format, says) in [
+        (ImageFormat::Png, "cannot decode image"),
+        (ImageFormat::Jpeg, "part of the picture is missing"),
+    ] {
+        let bytes = image_bytes(&pattern, format);
+        let (status, body) = error_of(
+            post_raw(bytes[..bytes.len() / 2].to_vec(), "")
+                .await
+                .expect("send"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{format:?}");
+        assert_eq!(body.error.code, "invalid_image");
+        assert!(body.error.message.contains(says), "{}", body.error.message);
+    }
 
     // An empty body.
     let (status, body) = error_of(post_raw(Vec::new(), "").await.expect("send")).await;
