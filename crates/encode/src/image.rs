@@ -354,7 +354,10 @@ fn jpeg_is_truncated(bytes: &[u8]) -> bool {
     const SOI: u8 = 0xD8;
     const EOI: u8 = 0xD9;
     const SOS: u8 = 0xDA;
-    if bytes.len() < 2 || bytes[0] != 0xFF || bytes[1] != SOI {
+    // Restart markers: standalone, and allowed inside scan data.
+    const RST0: u8 = 0xD0;
+    const RST7: u8 = 0xD7;
+    if !bytes.starts_with(&[0xFF, SOI]) {
         return false;
     }
     let segment_end = |at: usize| -> Option<usize> {
@@ -377,7 +380,7 @@ fn jpeg_is_truncated(bytes: &[u8]) -> bool {
         };
         match marker {
             EOI => return false,
-            0x01 | 0xD0..=0xD7 => at += 2,
+            0x01 | RST0..=RST7 => at += 2,
             SOS => {
                 let Some(header_end) = segment_end(at) else {
                     return true;
@@ -388,7 +391,7 @@ fn jpeg_is_truncated(bytes: &[u8]) -> bool {
                 loop {
                     match bytes.get(scan..scan + 2) {
                         None => return true,
-                        Some([0xFF, next]) if *next != 0x00 && !(0xD0..=0xD7).contains(next) => {
+                        Some([0xFF, next]) if *next != 0x00 && !(RST0..=RST7).contains(next) => {
                             break
                         }
                         Some(_) => scan += 1,

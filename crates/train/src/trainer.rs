@@ -173,8 +173,7 @@ fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
 fn draw_views(view_count: usize, seed: u64, step: u64, rows: usize, out: &mut Vec<usize>) {
     out.clear();
     if view_count > 1 {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ VIEW_SEED);
-        rng.set_stream(step.wrapping_add(1));
+        let mut rng = step_rng(seed ^ VIEW_SEED, step);
         out.extend((0..rows).map(|_| rng.random_range(0..view_count)));
     }
 }
