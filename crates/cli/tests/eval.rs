@@ -360,7 +360,8 @@ fn several_models_caption_as_an_ensemble_and_a_missing_one_is_named() {
 
 /// Three Flickr8k test images in the Kaggle CSV form, their features extracted, then captioned by
 /// the default model alone and by an ensemble of it with itself: the ensemble's distribution is
-/// the model's, so the captions agree.
+/// the model's, so the captions agree. Features extracted with other input statistics than the
+/// model's are refused first.
 #[test]
 fn an_ensemble_of_a_model_with_itself_captions_like_the_model() {
     let dir = tempfile::tempdir().unwrap();
@@ -379,17 +380,53 @@ fn an_ensemble_of_a_model_with_itself_captions_like_the_model() {
         csv.display(),
         flickr.join("images").display()
     );
-    let cache = dir.path().join("cache");
-    let weights = shared_data().join("models/efficientnet-lite0/efficientnet-lite0.safetensors");
-    let out = captioner()
-        .args(["extract", "--dataset", &spec, "--spatial", "--out"])
-        .arg(&cache)
-        .arg("--weights")
-        .arg(&weights)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
     let default = default_model().to_str().unwrap();
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(default_model().join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let normalization = config["encoder"]["normalization"]
+        .as_str()
+        .unwrap_or("imagenet");
+    let other = if normalization == "imagenet" {
+        "inception"
+    } else {
+        "imagenet"
+    };
+    let weights = shared_data().join("models/efficientnet-lite0/efficientnet-lite0.safetensors");
+    let extract = |name: &str, normalization: &str| {
+        let cache = dir.path().join(name);
+        let out = captioner()
+            .args(["extract", "--dataset", &spec, "--spatial", "--out"])
+            .arg(&cache)
+            .arg("--weights")
+            .arg(&weights)
+            .args(["--normalization", normalization])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        cache
+    };
+
+    let mismatched = extract("other-cache", other);
+    let out = run_eval(&[
+        "--annotations",
+        &spec,
+        "--features",
+        mismatched.to_str().unwrap(),
+        "--model",
+        default,
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("extracted with {other} input normalization"))
+            && stderr.contains(&format!("--normalization {normalization}")),
+        "{}",
+        text(&out)
+    );
+
+    let cache = extract("cache", normalization);
     let captions = |models: &[&str], name: &str| -> Value {
         let saved = dir.path().join(name);
         let mut args = vec![

@@ -20,8 +20,9 @@ fn image(name: &str) -> PathBuf {
 
 #[test]
 fn classify_prints_the_reference_top5() {
+    // The reference was computed with ImageNet statistics.
     let out = captioner()
-        .args(["inspect", "--classify"])
+        .args(["inspect", "--normalization", "imagenet", "--classify"])
         .arg(image("1001773457_577c3a7d70.jpg"))
         .arg(image("1000268201_693b08cb0e.jpg"))
         .output()
@@ -51,6 +52,28 @@ fn classify_prints_the_reference_top5() {
         "{stdout}"
     );
     assert!(stdout.contains("17.3"), "Walker hound at 17.36%:\n{stdout}");
+}
+
+/// Lite0 is fed the statistics Google trained it with unless told otherwise.
+#[test]
+fn lite0_classifies_with_inception_statistics_by_default() {
+    let classify = |extra: &[&str]| {
+        let out = captioner()
+            .args(["inspect", "--classify"])
+            .arg(image("1001773457_577c3a7d70.jpg"))
+            .args(extra)
+            .output()
+            .expect("run captioner");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let default = classify(&[]);
+    assert_eq!(default, classify(&["--normalization", "inception"]));
+    assert_ne!(default, classify(&["--normalization", "imagenet"]));
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use captioner_encode::cache::{CacheMeta, CacheWriter};
+use captioner_encode::NormalizationKind;
 
 const SUBJECTS: [&str; 4] = ["a dog", "a black cat", "two children", "a man in red"];
 const ACTIONS: [&str; 4] = ["runs on", "sits in", "jumps over", "plays near"];
@@ -25,6 +26,7 @@ fn fixture(dir: &Path) -> PathBuf {
         feature_dim: 16,
         spatial_cells: Some(49),
         resize: "squash".into(),
+        normalization: NormalizationKind::Inception,
     };
     let mut cache = CacheWriter::open(&dir.join("cache"), meta, 16).unwrap();
     let mut seed = 0x9e37_79b9_u32;

@@ -30,6 +30,14 @@ pub struct EncoderInfo {
     pub name: String,
     /// `squash` or `crop`.
     pub resize: String,
+    /// The input statistics (`imagenet` or `inception`, `captioner extract --normalization`)
+    /// the encoder saw; bundles written before it was recorded used `imagenet`.
+    #[serde(default = "legacy_normalization")]
+    pub normalization: String,
+}
+
+fn legacy_normalization() -> String {
+    "imagenet".into()
 }
 
 /// `config.json` of a bundle.
@@ -457,6 +465,7 @@ mod tests {
             encoder: EncoderInfo {
                 name: "efficientnet-lite0".into(),
                 resize: "squash".into(),
+                normalization: "inception".into(),
             },
             max_words: 10,
             training: serde_json::Value::Null,
@@ -464,6 +473,25 @@ mod tests {
         let decoder = decoder_config.build(dims, seed).unwrap();
         save(dir, &config, decoder.as_ref(), &vocab, WeightDtype::F32).unwrap();
         load(dir).unwrap()
+    }
+
+    #[test]
+    fn bundles_without_a_recorded_normalization_used_imagenet() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = small_bundle(tmp.path(), 1, &["a", "dog"]);
+        assert_eq!(bundle.config.encoder.normalization, "inception");
+        let path = tmp.path().join(CONFIG_FILE);
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config["encoder"]
+            .as_object_mut()
+            .unwrap()
+            .remove("normalization");
+        std::fs::write(&path, config.to_string()).unwrap();
+        assert_eq!(
+            load(tmp.path()).unwrap().config.encoder.normalization,
+            "imagenet"
+        );
     }
 
     #[test]

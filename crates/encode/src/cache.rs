@@ -22,6 +22,8 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
+use crate::image::NormalizationKind;
+
 pub const INDEX_FILE: &str = "index.json";
 const FORMAT_VERSION: u32 = 1;
 
@@ -72,6 +74,10 @@ pub struct CacheMeta {
     /// How images were resized ("squash" or "center-crop"), with [`CacheMeta::MIRRORED`] after
     /// it when they were also mirrored: features differ between all of these.
     pub resize: String,
+    /// The input statistics the images were normalised with; absent from caches written before
+    /// it was recorded, which all used [`NormalizationKind::LEGACY`].
+    #[serde(default = "NormalizationKind::legacy")]
+    pub normalization: NormalizationKind,
 }
 
 impl CacheMeta {

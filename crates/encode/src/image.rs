@@ -91,6 +91,63 @@ pub enum Layout {
     Hwc,
 }
 
+/// The input statistics by name, as recorded in feature caches and model bundles: features
+/// computed with one cannot be mixed with the other's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormalizationKind {
+    /// [`Normalization::IMAGENET`].
+    Imagenet,
+    /// [`Normalization::INCEPTION`].
+    Inception,
+}
+
+impl NormalizationKind {
+    pub const ALL: [NormalizationKind; 2] =
+        [NormalizationKind::Imagenet, NormalizationKind::Inception];
+
+    /// What caches and bundles written before the name was recorded used.
+    pub const LEGACY: NormalizationKind = NormalizationKind::Imagenet;
+
+    /// [`NormalizationKind::LEGACY`], for `#[serde(default = ...)]`.
+    pub fn legacy() -> Self {
+        Self::LEGACY
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NormalizationKind::Imagenet => "imagenet",
+            NormalizationKind::Inception => "inception",
+        }
+    }
+
+    pub fn stats(self) -> Normalization {
+        match self {
+            NormalizationKind::Imagenet => Normalization::IMAGENET,
+            NormalizationKind::Inception => Normalization::INCEPTION,
+        }
+    }
+}
+
+impl std::fmt::Display for NormalizationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for NormalizationKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        NormalizationKind::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("unknown input normalization `{s}` (known: imagenet, inception)")
+            })
+    }
+}
+
 /// Per-channel normalisation applied after scaling pixels to `[0, 1]`: `(x / 255 - mean) / std`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Normalization {
@@ -99,10 +156,19 @@ pub struct Normalization {
 }
 
 impl Normalization {
-    /// torchvision's ImageNet statistics, used by the PyTorch EfficientNet-Lite weights.
+    /// torchvision's ImageNet statistics, which the torchvision models were trained with.
     pub const IMAGENET: Normalization = Normalization {
         mean: [0.485, 0.456, 0.406],
         std: [0.229, 0.224, 0.225],
+    };
+
+    /// TensorFlow's "inception-style" statistics, mean 127 and std 128 on 0-255 pixels: Google
+    /// trained the EfficientNet-Lite checkpoints with these ("for better post-quantization", in
+    /// `efficientnet_lite_builder.py`), so their features are sharper with them than with
+    /// [`Normalization::IMAGENET`].
+    pub const INCEPTION: Normalization = Normalization {
+        mean: [127.0 / 255.0; 3],
+        std: [128.0 / 255.0; 3],
     };
 
     /// Normalise one 8-bit RGB image into `out` (length `3 * w * h`) in the given layout.
@@ -425,6 +491,29 @@ mod tests {
         let mut out = Cursor::new(Vec::new());
         img.write_to(&mut out, format).expect("encode test image");
         out.into_inner()
+    }
+
+    #[test]
+    fn normalization_names_round_trip_and_inception_maps_pixels_to_minus_one_one() {
+        for kind in NormalizationKind::ALL {
+            assert_eq!(kind.name().parse::<NormalizationKind>(), Ok(kind));
+            let json = serde_json::to_string(&kind).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", kind.name()));
+        }
+        assert_eq!("Inception".parse(), Ok(NormalizationKind::Inception));
+        let err = "tf".parse::<NormalizationKind>().expect_err("unknown");
+        assert!(
+            err.contains("`tf`") && err.contains("imagenet, inception"),
+            "{err}"
+        );
+
+        let rgb = RgbImage::from_fn(3, 1, |x, _| Rgb([[0u8, 127, 255][x as usize]; 3]));
+        let mut out = [0.0f32; 9];
+        Normalization::INCEPTION.apply(&rgb, Layout::Hwc, &mut out);
+        for (c, v) in out.iter().enumerate() {
+            let want = [-127.0 / 128.0, 0.0, 1.0][c / 3];
+            assert!((v - want).abs() < 1e-6, "pixel {}: {v} vs {want}", c / 3);
+        }
     }
 
     fn gradient(w: u32, h: u32) -> RgbImage {

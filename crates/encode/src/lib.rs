@@ -11,4 +11,6 @@ pub mod models;
 pub use cache::{CacheError, CacheMeta, CacheWriter, FeatureCache};
 pub use encoder::pipeline::{extract, ExtractItem, ExtractOptions, ExtractReport};
 pub use encoder::{CandleEncoder, CandleLite0, EncodeError, Encoder, EncoderKind, Features, Want};
-pub use image::{ImageError, ImageLoader, ImageTensor, Layout, Normalization, ResizeMode};
+pub use image::{
+    ImageError, ImageLoader, ImageTensor, Layout, Normalization, NormalizationKind, ResizeMode,
+};

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use captioner_encode::cache::{CacheError, CacheMeta, CacheWriter, FeatureCache, INDEX_FILE};
+use captioner_encode::NormalizationKind;
 
 const DIM: usize = 8;
 const CELLS: usize = 4;
@@ -13,6 +14,7 @@ fn meta(spatial: bool) -> CacheMeta {
         feature_dim: DIM,
         spatial_cells: spatial.then_some(CELLS),
         resize: "squash".into(),
+        normalization: NormalizationKind::Inception,
     }
 }
 
@@ -109,6 +111,36 @@ fn a_different_encoder_is_refused() -> Result<(), CacheError> {
         .err()
         .expect("mismatch");
     assert!(matches!(err, CacheError::Mismatch { .. }), "{err}");
+    Ok(())
+}
+
+/// Caches written before the normalization was recorded read as ImageNet's, and a cache of one
+/// normalization is not extended with the other's features.
+#[test]
+fn the_normalization_is_recorded_and_old_indexes_read_as_imagenet() -> Result<(), CacheError> {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    write(tmp.path(), 0..2, 3)?;
+    let mut imagenet = meta(true);
+    imagenet.normalization = NormalizationKind::Imagenet;
+    let err = CacheWriter::open(tmp.path(), imagenet.clone(), 3)
+        .err()
+        .expect("mismatch");
+    assert!(err.to_string().contains("Imagenet"), "{err}");
+
+    let index_path = tmp.path().join(INDEX_FILE);
+    let mut index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&index_path).expect("read index"))
+            .expect("parse index");
+    assert_eq!(index["normalization"], "inception");
+    index
+        .as_object_mut()
+        .expect("object")
+        .remove("normalization");
+    std::fs::write(&index_path, index.to_string()).expect("write index");
+    let cache = FeatureCache::open(tmp.path())?;
+    assert_eq!(cache.meta().normalization, NormalizationKind::Imagenet);
+    drop(cache);
+    assert!(CacheWriter::open(tmp.path(), imagenet, 3).is_ok());
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use captioner_encode::encoder::fast::FastLite0;
 use captioner_encode::encoder::{CandleLite0, Encoder, EncoderKind, Want};
-use captioner_encode::image::Layout;
+use captioner_encode::image::{Layout, Normalization};
 use captioner_encode::models::efficientnet_lite0::Outputs;
 
 fn shared_data() -> PathBuf {
@@ -193,7 +193,10 @@ fn image_path_reproduces_reference_input_and_top5() {
             "1003163366_44323f5815.jpg"
         ]
     );
-    let loader = EncoderKind::EfficientNetLite0.image_loader(Layout::Chw);
+    // The reference input was made with ImageNet statistics, not the Lite0 default.
+    let loader = EncoderKind::EfficientNetLite0
+        .image_loader(Layout::Chw)
+        .with_normalization(Normalization::IMAGENET);
     let mut pixels = Vec::new();
     for path in &files {
         pixels.extend(loader.load(Path::new(path)).expect("load").data);

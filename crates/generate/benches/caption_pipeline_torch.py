@@ -1,8 +1,8 @@
 """PyTorch reference for benches/caption_pipeline.rs: the same captioning pipeline, same weights.
 
 JPEG file -> PIL decode (EXIF orientation applied), RGB, squash-resize to 224x224 with PIL's
-bilinear filter (antialiased when downscaling, like the Rust loader), ImageNet normalisation
-((x / 255 - mean) / std) -> EfficientNet-Lite0 in plain PyTorch (built by
+bilinear filter (antialiased when downscaling, like the Rust loader), the bundle's normalisation
+((x / 255 - mean) / std, `encoder.normalization` in its config.json) -> EfficientNet-Lite0 in plain PyTorch (built by
 scripts/bench_encoders_torch.py from the shared safetensors and checked against the shared
 reference outputs) -> spatial features [n, 49, 1280] -> sgrvinod's DecoderWithAttention ("Show,
 Attend and Tell", same parameter names) loaded from the bundle's model.safetensors -> beam search
@@ -56,8 +56,19 @@ from bench_encoders_torch import load_lite0  # noqa: E402
 
 PAD, START, END = 0, 1, 2
 SIZE = 224
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+# By the name a bundle records (crates/encode/src/image.rs, `NormalizationKind`); bundles
+# without one used "imagenet".
+NORMALIZATIONS = {
+    "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    "inception": ([127 / 255] * 3, [128 / 255] * 3),
+}
+MEAN, STD = None, None
+
+
+def use_normalization(name):
+    global MEAN, STD
+    mean, std = NORMALIZATIONS[name]
+    MEAN, STD = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
 
 
 class Attention(nn.Module):
@@ -202,6 +213,7 @@ class Pipeline:
         d, dims = cfg["decoder"], cfg["dims"]
         assert d["kind"] == "sat", f"only the sat decoder is written here, not {d['kind']}"
         self.max_words = cfg.get("max_words", 20)
+        use_normalization(cfg["encoder"].get("normalization", "imagenet"))
         self.dec = SatDecoder(dims["vocab"], d["embed"], d["hidden"], d["attention"],
                               dims["feature_dim"]).eval()
         state = load_file(os.path.join(model_dir, "model.safetensors"))

@@ -6,7 +6,9 @@ use crate::{generate, GenerateConfig, GenerateError, Hypothesis};
 use captioner_decode::bundle::{self, Bundle};
 use captioner_decode::{DecodeError, Features};
 use captioner_encode::encoder::{load_encoder, locate_weights, Backend, EncoderKind};
-use captioner_encode::{EncodeError, Encoder, ImageError, ImageLoader, ResizeMode, Want};
+use captioner_encode::{
+    EncodeError, Encoder, ImageError, ImageLoader, NormalizationKind, ResizeMode, Want,
+};
 use image::RgbImage;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +27,9 @@ pub enum PipelineError {
     /// Generation.
     #[error(transparent)]
     Generate(#[from] GenerateError),
+    /// A bundle's `config.json` names a setting this build does not know.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// One image's result.
@@ -81,8 +86,14 @@ impl Captioner {
         } else {
             ResizeMode::Squash
         };
+        let normalization: NormalizationKind =
+            bundle.config.encoder.normalization.parse().map_err(|e| {
+                let config = model_dirs[0].join(bundle::CONFIG_FILE);
+                PipelineError::Config(format!("{}: {e}", config.display()))
+            })?;
         let loader = kind
             .image_loader(encoder.input_layout())
+            .with_normalization(normalization.stats())
             .with_resize(resize);
         Ok(Self {
             grid: kind.spatial_grid(),

@@ -84,6 +84,7 @@ fn bundle_dir() -> &'static Path {
             encoder: EncoderInfo {
                 name: "efficientnet-lite0".into(),
                 resize: "squash".into(),
+                normalization: "inception".into(),
             },
             max_words: 20,
             training: serde_json::Value::Null,

@@ -6,7 +6,7 @@ use crate::TrainError;
 use captioner_data::{
     BatchConfig, Batcher, Dataset, DatasetSpec, SamplingMode, Split, Vocab, VocabConfig,
 };
-use captioner_encode::cache::FeatureCache;
+use captioner_encode::cache::{CacheMeta, FeatureCache};
 use std::path::Path;
 
 /// Reads rows of features out of a cache for the images of one dataset split.
@@ -76,18 +76,20 @@ impl<'c> FeatureSource<'c> {
         let base = self.cache.meta();
         for view in views {
             let meta = view.meta();
-            if (&meta.encoder, meta.feature_dim, meta.spatial_cells)
-                != (&base.encoder, base.feature_dim, base.spatial_cells)
-            {
+            let source =
+                |m: &'c CacheMeta| (&m.encoder, m.normalization, m.feature_dim, m.spatial_cells);
+            if source(meta) != source(base) {
                 return Err(TrainError::Data(format!(
-                    "[data] augment_features: {} holds {} features ({} channels, {:?} cells), but \
-                     {} holds {} ({} channels, {:?} cells)",
+                    "[data] augment_features: {} holds {} features ({} normalization, {} \
+                     channels, {:?} cells), but {} holds {} ({}, {} channels, {:?} cells)",
                     view.dir().display(),
                     meta.encoder,
+                    meta.normalization,
                     meta.feature_dim,
                     meta.spatial_cells,
                     self.cache.dir().display(),
                     base.encoder,
+                    base.normalization,
                     base.feature_dim,
                     base.spatial_cells
                 )));

@@ -454,6 +454,25 @@ pub fn train(
                 dims.vocab
             )));
         }
+        let features = (
+            cache.meta().encoder.as_str(),
+            cache.meta().normalization.name(),
+        );
+        if (
+            b.config.encoder.name.as_str(),
+            b.config.encoder.normalization.as_str(),
+        ) != features
+        {
+            return Err(TrainError::Data(format!(
+                "[scst] init {} was trained on {} features with {} input normalization; these \
+                 are {} features with {} normalization",
+                preset.scst.as_ref().map_or("", |s| s.init.as_str()),
+                b.config.encoder.name,
+                b.config.encoder.normalization,
+                features.0,
+                features.1
+            )));
+        }
     }
     let bundle_config = BundleConfig {
         format: BUNDLE_FORMAT,
@@ -462,6 +481,7 @@ pub fn train(
         encoder: EncoderInfo {
             name: cache.meta().encoder.clone(),
             resize: cache.meta().resize.clone(),
+            normalization: cache.meta().normalization.name().into(),
         },
         max_words: VAL_MAX_WORDS,
         training: serde_json::json!({ "preset": preset }),

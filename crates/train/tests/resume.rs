@@ -2,6 +2,7 @@
 //! optimiser state to a run that was never interrupted, for each decoder architecture.
 
 use captioner_encode::cache::{CacheMeta, CacheWriter};
+use captioner_encode::NormalizationKind;
 use captioner_train::{train, NullObserver, Preset, RunOptions, ScheduledSampling};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,7 @@ fn write_random_cache(cache: &Path, rng: &mut impl Rng, dim: usize, resize: &str
         feature_dim: dim,
         spatial_cells: Some(4),
         resize: resize.into(),
+        normalization: NormalizationKind::Inception,
     };
     let mut w = CacheWriter::open(cache, meta, 10).unwrap();
     for i in 0..24 {

@@ -3,6 +3,7 @@
 //! rewards and losses, changes the weights, and resumes bit-identically after a kill.
 
 use captioner_encode::cache::{CacheMeta, CacheWriter};
+use captioner_encode::NormalizationKind;
 use captioner_train::{train, Baseline, NullObserver, Preset, RunOptions};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
         feature_dim: 6,
         spatial_cells: Some(4),
         resize: "squash".into(),
+        normalization: NormalizationKind::Inception,
     };
     let mut w = CacheWriter::open(&cache, meta, 10).unwrap();
     for i in 0..24 {

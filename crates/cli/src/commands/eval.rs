@@ -324,6 +324,16 @@ fn generate_results(
             bundle.config.encoder.name
         );
     }
+    if cache.meta().normalization.name() != bundle.config.encoder.normalization {
+        bail!(
+            "{}: features were extracted with {} input normalization, the model was trained on \
+             {} (run `captioner extract --normalization {}` into a new folder)",
+            features.display(),
+            cache.meta().normalization,
+            bundle.config.encoder.normalization,
+            bundle.config.encoder.normalization
+        );
+    }
     let ids: Vec<String> = dataset.images.iter().map(|i| i.id.to_string()).collect();
     let source =
         captioner_train::FeatureSource::from_ids(&cache, ids, bundle.decoder.needs_spatial())?;

@@ -7,7 +7,7 @@ use captioner_data::{DatasetSpec, Split};
 use captioner_encode::cache::{CacheMeta, CacheWriter};
 use captioner_encode::encoder::pipeline::{check_options, extract, ExtractItem, ExtractOptions};
 use captioner_encode::encoder::{load_encoder, locate_weights, Backend, EncoderKind};
-use captioner_encode::image::{ResizeMode, DEFAULT_MAX_PIXELS};
+use captioner_encode::image::{NormalizationKind, ResizeMode, DEFAULT_MAX_PIXELS};
 
 /// File extensions `--images` picks up (case-insensitive).
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp"];
@@ -59,6 +59,13 @@ pub struct Args {
     #[arg(long)]
     crop: bool,
 
+    /// Input statistics: `inception` (mean 127, std 128 on 0-255 pixels, what Google trained
+    /// EfficientNet-Lite with) or `imagenet` (torchvision's). Default: the encoder's own,
+    /// inception for efficientnet-lite0 and imagenet for the others. Caches and models record
+    /// it; `imagenet` reproduces Lite0 caches made before it was recorded.
+    #[arg(long, value_name = "NAME")]
+    normalization: Option<NormalizationKind>,
+
     /// Mirror every image left-right before encoding: a second view of the training images for
     /// `[data] augment_features` in a training preset (a cache of its own, e.g.
     /// `features/flickr8k-lite0-flip`).
@@ -109,8 +116,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         ResizeMode::Squash
     };
+    let normalization = args.normalization.unwrap_or(kind.normalization());
     let loader = kind
         .image_loader(encoder.input_layout())
+        .with_normalization(normalization.stats())
         .with_resize(resize)
         .with_flip(args.flip)
         .with_max_pixels(args.max_pixels);
@@ -125,6 +134,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if args.crop { "center-crop" } else { "squash" },
             if args.flip { CacheMeta::MIRRORED } else { "" }
         ),
+        normalization,
     };
     let mut cache = CacheWriter::open(&args.out, meta, args.shard_size as usize)
         .with_context(|| format!("opening feature cache {}", args.out.display()))?;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use captioner_encode::cache::FeatureCache;
 use captioner_encode::encoder::{load_encoder, locate_weights, Backend, EncoderKind, Want};
-use captioner_encode::image::{ResizeMode, DEFAULT_MAX_PIXELS};
+use captioner_encode::image::{NormalizationKind, ResizeMode, DEFAULT_MAX_PIXELS};
 
 /// Look inside images, models and feature caches.
 ///
@@ -50,6 +50,11 @@ pub struct Args {
     #[arg(long)]
     crop: bool,
 
+    /// Input statistics for `--classify`: `inception` or `imagenet`; default: the encoder's own
+    /// (see `captioner extract --help`).
+    #[arg(long, value_name = "NAME")]
+    normalization: Option<NormalizationKind>,
+
     /// Refuse images with more pixels than this (checked before decoding).
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
@@ -75,8 +80,10 @@ fn classify(args: &Args) -> anyhow::Result<()> {
     } else {
         ResizeMode::Squash
     };
+    let normalization = args.normalization.unwrap_or(kind.normalization());
     let loader = kind
         .image_loader(encoder.input_layout())
+        .with_normalization(normalization.stats())
         .with_resize(resize)
         .with_max_pixels(args.max_pixels);
     let want = Want {
@@ -168,7 +175,10 @@ fn inspect_cache(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("opening feature cache {}", dir.display()))?;
     let meta = cache.meta();
     println!("feature cache {}", dir.display());
-    println!("  encoder:  {} ({} resize)", meta.encoder, meta.resize);
+    println!(
+        "  encoder:  {} ({} resize, {} normalization)",
+        meta.encoder, meta.resize, meta.normalization
+    );
     println!(
         "  images:   {} in {} shards",
         cache.len(),

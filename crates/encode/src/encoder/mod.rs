@@ -16,7 +16,7 @@ use std::str::FromStr;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::image::{ImageLoader, Layout, Normalization};
+use crate::image::{ImageLoader, Layout, NormalizationKind};
 use crate::models::efficientnet_lite0::{Config, EfficientNetLite};
 
 /// The pretrained CNNs the project knows: EfficientNet-Lite0 (the default, with weights in the
@@ -70,10 +70,18 @@ impl EncoderKind {
         }
     }
 
-    /// All of them take torchvision's ImageNet normalisation; Inception-v3 rescales it itself
-    /// (torchvision's `transform_input`), see [`crate::models::inception_v3`].
-    pub fn normalization(self) -> Normalization {
-        Normalization::IMAGENET
+    /// The input statistics the weights were trained with, which `captioner extract` uses
+    /// unless told otherwise: TensorFlow's for Google's EfficientNet-Lite checkpoints,
+    /// torchvision's ImageNet ones for the others (Inception-v3 rescales those itself,
+    /// torchvision's `transform_input`, see [`crate::models::inception_v3`]).
+    pub fn normalization(self) -> NormalizationKind {
+        match self {
+            EncoderKind::EfficientNetLite0 => NormalizationKind::Inception,
+            EncoderKind::Resnet50
+            | EncoderKind::Vgg16
+            | EncoderKind::DenseNet201
+            | EncoderKind::InceptionV3 => NormalizationKind::Imagenet,
+        }
     }
 
     /// Channels of the pooled vector (and, except for VGG16, of each spatial cell).
@@ -170,10 +178,10 @@ impl EncoderKind {
         }
     }
 
-    /// A loader producing this model's input (size, normalisation) in `layout`.
+    /// A loader producing this model's input (size, its own normalisation) in `layout`.
     pub fn image_loader(self, layout: Layout) -> ImageLoader {
         ImageLoader::new(self.input_size())
-            .with_normalization(self.normalization())
+            .with_normalization(self.normalization().stats())
             .with_layout(layout)
     }
 }
@@ -504,22 +512,25 @@ mod tests {
     #[test]
     fn sizes_dims_and_grids() {
         use EncoderKind::*;
+        use NormalizationKind::{Imagenet, Inception};
         let table = [
-            (EfficientNetLite0, 224, 1280, 1280, (7, 7)),
-            (Resnet50, 224, 2048, 2048, (7, 7)),
-            (Vgg16, 224, 4096, 512, (7, 7)),
-            (DenseNet201, 224, 1920, 1920, (7, 7)),
-            (InceptionV3, 299, 2048, 2048, (8, 8)),
+            (EfficientNetLite0, 224, 1280, 1280, (7, 7), Inception),
+            (Resnet50, 224, 2048, 2048, (7, 7), Imagenet),
+            (Vgg16, 224, 4096, 512, (7, 7), Imagenet),
+            (DenseNet201, 224, 1920, 1920, (7, 7), Imagenet),
+            (InceptionV3, 299, 2048, 2048, (8, 8), Imagenet),
         ];
         assert_eq!(table.len(), EncoderKind::ALL.len());
-        for (kind, size, dim, spatial_dim, grid) in table {
+        for (kind, size, dim, spatial_dim, grid, normalization) in table {
             assert_eq!(kind.input_size(), size, "{kind}");
             assert_eq!(kind.feature_dim(), dim, "{kind}");
             assert_eq!(kind.spatial_dim(), spatial_dim, "{kind}");
             assert_eq!(kind.spatial_grid(), grid, "{kind}");
             assert_eq!(kind.num_classes(), 1000, "{kind}");
-            assert_eq!(kind.normalization(), Normalization::IMAGENET, "{kind}");
-            assert_eq!(kind.image_loader(Layout::Chw).size, (size, size), "{kind}");
+            assert_eq!(kind.normalization(), normalization, "{kind}");
+            let loader = kind.image_loader(Layout::Chw);
+            assert_eq!(loader.size, (size, size), "{kind}");
+            assert_eq!(loader.normalization, normalization.stats(), "{kind}");
         }
     }
 
