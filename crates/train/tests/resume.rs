@@ -251,6 +251,27 @@ fn an_augmented_view_of_other_features_is_refused_naming_it() {
     );
 }
 
+/// A view extracted with other input statistics (here an index from before they were recorded,
+/// which reads as ImageNet's) would mix two kinds of features.
+#[test]
+fn an_augmented_view_of_other_input_statistics_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, cache) = fixture(tmp.path());
+    let old = other_view(tmp.path(), 6);
+    let index = old.join("index.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&index).unwrap()).unwrap();
+    json.as_object_mut().unwrap().remove("normalization");
+    std::fs::write(&index, json.to_string()).unwrap();
+    let mut p = preset(SMALL_SAT, &data, &cache);
+    p.data.augment_features = vec![old.display().to_string()];
+    let err = refusal(&p, tmp.path(), "imagenet against inception must be refused");
+    assert!(
+        err.contains("augment_features") && err.contains("imagenet normalization"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_mirrored_cache_as_the_main_features_is_refused() {
     let tmp = tempfile::tempdir().unwrap();

@@ -263,4 +263,34 @@ fn scst_with_the_mean_baseline_runs_and_a_wrong_init_is_refused() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("no/such/model"), "{err}");
+
+    // A model trained on features of other input statistics (here a bundle from before they were
+    // recorded, which reads as ImageNet's) cannot be fine-tuned on these.
+    let old = tmp.path().join("old-bundle");
+    std::fs::create_dir(&old).unwrap();
+    for file in ["model.safetensors", "tokenizer.json"] {
+        std::fs::copy(base.join("best").join(file), old.join(file)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(base.join("best/config.json")).unwrap()).unwrap();
+    config["encoder"]
+        .as_object_mut()
+        .unwrap()
+        .remove("normalization");
+    std::fs::write(old.join("config.json"), config.to_string()).unwrap();
+    let scst = format!("[scst]\ninit = \"{}\"", old.display());
+    let err = train(
+        &preset(&data, &cache, &scst, 1, 1e-2),
+        &RunOptions {
+            run_dir: tmp.path().join("mismatch"),
+            ..RunOptions::default()
+        },
+        &mut NullObserver,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("imagenet input normalization") && err.contains("inception normalization"),
+        "{err}"
+    );
 }
