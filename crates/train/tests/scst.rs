@@ -251,17 +251,19 @@ fn scst_with_the_mean_baseline_runs_and_a_wrong_init_is_refused() {
         assert!(s.get("greedy_reward").is_none());
     }
     // An init directory that is not a model bundle names itself.
-    let scst = "[scst]\ninit = \"no/such/model\"";
-    let err = train(
-        &preset(&data, &cache, scst, 1, 1e-2),
-        &RunOptions {
-            run_dir: tmp.path().join("bad"),
-            ..RunOptions::default()
-        },
-        &mut NullObserver,
-    )
-    .unwrap_err()
-    .to_string();
+    let refusal = |scst: &str, run: &str| {
+        train(
+            &preset(&data, &cache, scst, 1, 1e-2),
+            &RunOptions {
+                run_dir: tmp.path().join(run),
+                ..RunOptions::default()
+            },
+            &mut NullObserver,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let err = refusal("[scst]\ninit = \"no/such/model\"", "bad");
     assert!(err.contains("no/such/model"), "{err}");
 
     // A model trained on features of other input statistics (here a bundle from before they were
@@ -278,17 +280,7 @@ fn scst_with_the_mean_baseline_runs_and_a_wrong_init_is_refused() {
         .unwrap()
         .remove("normalization");
     std::fs::write(old.join("config.json"), config.to_string()).unwrap();
-    let scst = format!("[scst]\ninit = \"{}\"", old.display());
-    let err = train(
-        &preset(&data, &cache, &scst, 1, 1e-2),
-        &RunOptions {
-            run_dir: tmp.path().join("mismatch"),
-            ..RunOptions::default()
-        },
-        &mut NullObserver,
-    )
-    .unwrap_err()
-    .to_string();
+    let err = refusal(&format!("[scst]\ninit = \"{}\"", old.display()), "mismatch");
     assert!(
         err.contains("imagenet input normalization") && err.contains("inception normalization"),
         "{err}"
