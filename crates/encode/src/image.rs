@@ -143,7 +143,10 @@ impl std::str::FromStr for NormalizationKind {
             .into_iter()
             .find(|k| k.name().eq_ignore_ascii_case(s))
             .ok_or_else(|| {
-                format!("unknown input normalization `{s}` (known: imagenet, inception)")
+                let known = NormalizationKind::ALL
+                    .map(NormalizationKind::name)
+                    .join(", ");
+                format!("unknown input normalization `{s}` (known: {known})")
             })
     }
 }
