@@ -62,13 +62,12 @@ NORMALIZATIONS = {
     "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
     "inception": ([127 / 255] * 3, [128 / 255] * 3),
 }
-MEAN, STD = None, None
 
 
-def use_normalization(name):
-    global MEAN, STD
+def normalization(name):
+    """(mean, std) as [3, 1, 1] tensors for a recorded normalization name."""
     mean, std = NORMALIZATIONS[name]
-    MEAN, STD = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    return torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
 
 
 class Attention(nn.Module):
@@ -186,25 +185,28 @@ def beam_search(dec, spatial, k=3, max_words=20, min_words=1):
     return [pool[0][1] if pool else [] for pool in pools]
 
 
-def load_image(path):
-    """Decode, orient, RGB, squash to 224x224 (bilinear, antialiased), normalise: [3, 224, 224]."""
+def load_image(path, norm):
+    """Decode, orient, RGB, squash to 224x224 (bilinear, antialiased), normalise with
+    `norm` = (mean, std): [3, 224, 224]."""
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im).convert("RGB")
         if im.size != (SIZE, SIZE):
             im = im.resize((SIZE, SIZE), Image.BILINEAR)
         x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).float().div_(255.0)
-    return (x - MEAN) / STD
+    mean, std = norm
+    return (x - mean) / std
 
 
 class Files(torch.utils.data.Dataset):
-    def __init__(self, paths):
+    def __init__(self, paths, norm):
         self.paths = paths
+        self.norm = norm
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
-        return load_image(self.paths[i])
+        return load_image(self.paths[i], self.norm)
 
 
 class Pipeline:
@@ -213,7 +215,7 @@ class Pipeline:
         d, dims = cfg["decoder"], cfg["dims"]
         assert d["kind"] == "sat", f"only the sat decoder is written here, not {d['kind']}"
         self.max_words = cfg.get("max_words", 20)
-        use_normalization(cfg["encoder"].get("normalization", "imagenet"))
+        self.norm = normalization(cfg["encoder"].get("normalization", "imagenet"))
         self.dec = SatDecoder(dims["vocab"], d["embed"], d["hidden"], d["attention"],
                               dims["feature_dim"]).eval()
         state = load_file(os.path.join(model_dir, "model.safetensors"))
@@ -287,7 +289,7 @@ def main():
             times = []
             for i in range(args.runs + 3):
                 t = time.perf_counter()
-                caption = pipe.caption_batch(load_image(path).unsqueeze(0))[0]
+                caption = pipe.caption_batch(load_image(path, pipe.norm).unsqueeze(0))[0]
                 if i >= 3:
                     times.append((time.perf_counter() - t) * 1e3)
             with Image.open(path) as im:
@@ -298,7 +300,7 @@ def main():
         if "folder" in only:
             t = time.perf_counter()
             loader = torch.utils.data.DataLoader(
-                Files(paths), batch_size=args.batch_size, shuffle=False,
+                Files(paths, pipe.norm), batch_size=args.batch_size, shuffle=False,
                 num_workers=args.workers, prefetch_factor=2 if args.workers else None)
             captions = []
             for x in loader:

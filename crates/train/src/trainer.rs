@@ -441,11 +441,12 @@ pub fn train(
         _ => preset.model.clone(),
     };
     if let Some(b) = &init {
+        let init_dir = preset.scst.as_ref().map_or("", |s| s.init.as_str());
         if b.config.dims != dims {
             return Err(TrainError::Data(format!(
                 "[scst] init {} was trained on features of {} channels and {} cells with a \
                  vocabulary of {}; these features have {} channels and {} cells (vocabulary {})",
-                preset.scst.as_ref().map_or("", |s| s.init.as_str()),
+                init_dir,
                 b.config.dims.feature_dim,
                 b.config.dims.cells,
                 b.config.dims.vocab,
@@ -454,23 +455,18 @@ pub fn train(
                 dims.vocab
             )));
         }
-        let features = (
-            cache.meta().encoder.as_str(),
-            cache.meta().normalization.name(),
-        );
-        if (
-            b.config.encoder.name.as_str(),
-            b.config.encoder.normalization.as_str(),
-        ) != features
+        let meta = cache.meta();
+        if b.config.encoder.name != meta.encoder
+            || b.config.encoder.normalization != meta.normalization.name()
         {
             return Err(TrainError::Data(format!(
                 "[scst] init {} was trained on {} features with {} input normalization; these \
                  are {} features with {} normalization",
-                preset.scst.as_ref().map_or("", |s| s.init.as_str()),
+                init_dir,
                 b.config.encoder.name,
                 b.config.encoder.normalization,
-                features.0,
-                features.1
+                meta.encoder,
+                meta.normalization
             )));
         }
     }
