@@ -223,3 +223,55 @@ fn a_hugging_face_model_is_not_ensembled_and_an_incompatible_bundle_is_named() {
         "{stderr}"
     );
 }
+
+/// `captioner export --length-penalty` records the bundle's default length normalisation:
+/// `caption` then uses it unless `--length-penalty` says otherwise. gnmt:3.0 is extreme on
+/// purpose (it makes the default model's captions run to the word limit), so the two settings
+/// give different captions.
+#[test]
+fn a_bundle_s_recorded_length_penalty_is_its_default_and_the_flag_overrides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = dir.path().join("long");
+    let out = run(&[
+        "export".as_ref(),
+        "--model".as_ref(),
+        default_model().as_os_str(),
+        "--out".as_ref(),
+        long.as_os_str(),
+        "--length-penalty".as_ref(),
+        "gnmt:3".as_ref(),
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = std::fs::read_to_string(long.join("config.json")).unwrap();
+    assert!(config.contains(r#""length_penalty": {"#), "{config}");
+
+    let imgs = [
+        image("1000268201_693b08cb0e.jpg"),
+        image("1001773457_577c3a7d70.jpg"),
+        image("1002674143_1b742ab4b8.jpg"),
+    ];
+    let captions = |model: &std::path::Path, penalty: Option<&str>| {
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["caption".as_ref(), "--model".as_ref(), model.as_os_str()];
+        if let Some(p) = penalty {
+            args.extend::<[&std::ffi::OsStr; 2]>(["--length-penalty".as_ref(), p.as_ref()]);
+        }
+        args.extend(imgs.iter().map(|p| p.as_os_str()));
+        let out = run(&args);
+        assert!(
+            out.status.success(),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let recorded = captions(&long, None);
+    assert_eq!(recorded, captions(default_model(), Some("gnmt:3")));
+    let plain = captions(&long, Some("none"));
+    assert_eq!(plain, captions(default_model(), Some("none")));
+    assert_ne!(recorded, plain);
+}

@@ -72,3 +72,78 @@ impl DecoderConfig {
         })
     }
 }
+
+/// How beam search turns a hypothesis' summed log-probability into its score. Lives here, not in
+/// `captioner-generate`, because a bundle records the one it was tuned with
+/// ([`crate::bundle::BundleConfig::length_penalty`]).
+///
+/// The length `L` is the number of scored tokens: the words plus `<end>` for a finished caption,
+/// the words alone for one cut at `max_words`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LengthPenalty {
+    /// Score = summed log-probability (favours short captions).
+    #[default]
+    None,
+    /// Score = mean log-probability per token, `log_prob / L`.
+    Average,
+    /// Wu et al. (2016, GNMT): `log_prob / ((5 + L) / 6)^alpha`, `alpha >= 0` (0.6 to 1 usual).
+    Gnmt(f32),
+}
+
+impl LengthPenalty {
+    /// The score of a hypothesis with summed log-probability `log_prob` over `len` tokens.
+    pub fn score(self, log_prob: f32, len: usize) -> f32 {
+        let len = len.max(1) as f32;
+        match self {
+            LengthPenalty::None => log_prob,
+            LengthPenalty::Average => log_prob / len,
+            LengthPenalty::Gnmt(alpha) => log_prob / ((5.0 + len) / 6.0).powf(alpha),
+        }
+    }
+
+    /// Upper bound of the score of any hypothesis extending one with summed log-probability
+    /// `log_prob`, finished with between `min_len` and `max_len` tokens (log-probabilities only
+    /// decrease, and the penalty's divisor grows with the length).
+    pub fn best_future(self, log_prob: f32, min_len: usize, max_len: usize) -> f32 {
+        self.score(log_prob, min_len)
+            .max(self.score(log_prob, max_len.max(min_len)))
+    }
+}
+
+/// As `captioner caption --length-penalty` takes it: `none`, `average` or `gnmt:<alpha>`.
+impl std::fmt::Display for LengthPenalty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LengthPenalty::None => f.write_str("none"),
+            LengthPenalty::Average => f.write_str("average"),
+            LengthPenalty::Gnmt(alpha) => write!(f, "gnmt:{alpha}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn penalties() {
+        assert_eq!(LengthPenalty::None.score(-6.0, 3), -6.0);
+        assert_eq!(LengthPenalty::Average.score(-6.0, 3), -2.0);
+        assert_eq!(LengthPenalty::Gnmt(1.0).score(-6.0, 1), -6.0);
+        assert!((LengthPenalty::Gnmt(1.0).score(-6.0, 7) + 3.0).abs() < 1e-6);
+        // The bound is never below the score at any length in range.
+        for p in [
+            LengthPenalty::None,
+            LengthPenalty::Average,
+            LengthPenalty::Gnmt(0.7),
+        ] {
+            for lp in [-3.0f32, 0.0, 1e-6] {
+                let b = p.best_future(lp, 2, 9);
+                for len in 2..=9 {
+                    assert!(p.score(lp, len) <= b);
+                }
+            }
+        }
+    }
+}

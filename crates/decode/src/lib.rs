@@ -26,7 +26,7 @@ pub mod ops;
 pub mod optim;
 pub mod params;
 
-pub use config::{DecoderConfig, ModelDims};
+pub use config::{DecoderConfig, LengthPenalty, ModelDims};
 pub use ensemble::Ensemble;
 pub use error::DecodeError;
 pub use kernels::KernelError;

@@ -27,7 +27,7 @@
 
 use captioner_encode::encoder::Backend;
 use captioner_generate::pipeline::Captioner;
-use captioner_generate::GenerateConfig;
+use captioner_generate::{GenerateConfig, Strategy};
 use image::RgbImage;
 use std::io::Write;
 use std::path::PathBuf;
@@ -223,14 +223,23 @@ fn main() {
     let captioner = Captioner::load(&dir, None, Backend::Fast)
         .unwrap_or_else(|e| panic!("loading {}: {e}", dir.display()));
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
-    let config = GenerateConfig::default(); // beam 3, no length penalty, 1..=20 words
     let bundle = captioner.bundle();
+    // Beam 3 with the bundle's length penalty (as `captioner caption`), 1..=20 words.
+    let config = GenerateConfig {
+        strategy: Strategy::Beam {
+            size: 3,
+            length_penalty: bundle.config.length_penalty.unwrap_or_default(),
+            top_k_hypotheses: 1,
+        },
+        ..GenerateConfig::default()
+    };
     println!(
-        "threads: {}  model: {} ({}, vocabulary {})  load ms: {load_ms:.0}",
+        "threads: {}  model: {} ({}, vocabulary {}, length penalty {})  load ms: {load_ms:.0}",
         captioner_encode::kernels::num_threads(),
         dir.display(),
         bundle.config.decoder.kind(),
         bundle.vocab.len(),
+        bundle.config.length_penalty.unwrap_or_default(),
     );
     if args.single {
         let path = args

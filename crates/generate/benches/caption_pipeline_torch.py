@@ -12,8 +12,10 @@ The beam search follows the Rust `beam_search` (crates/generate/src/beam.rs) so 
 be compared: every step takes the 2k best (row, word) candidates of each image over its k beams
 (as sgrvinod's caption.py takes the k best), an `<end>` among the first k finishes a hypothesis,
 the first k other candidates stay alive (the beam keeps width k instead of shrinking), and an image
-stops once it has k finished hypotheses and its best live beam cannot beat the worst of them
-(summed log-probability, no length penalty). `<pad>` and `<start>` are never generated and `<end>`
+stops once it has k finished hypotheses and its best live beam cannot beat the worst of them.
+Hypotheses are ranked by their summed log-probability after the bundle's length penalty
+(`length_penalty` in its config.json: none, average or {"gnmt": alpha}, as the Rust `LengthPenalty`;
+the length counts `<end>` for a finished caption). `<pad>` and `<start>` are never generated and `<end>`
 not as the first word. Beams still alive after 20 words are returned cut.
 
 Measurements (2 threads, torch.inference_mode), printed like the Rust bench:
@@ -123,7 +125,17 @@ def pool_insert(pool, cap, score, tokens):
     del pool[cap:]
 
 
-def beam_search(dec, spatial, k=3, max_words=20, min_words=1):
+def length_penalty(spec):
+    """The bundle's `length_penalty` as score(log_prob, length), like the Rust `LengthPenalty`."""
+    if spec in (None, "none"):
+        return lambda s, n: s
+    if spec == "average":
+        return lambda s, n: s / max(n, 1)
+    alpha = float(spec["gnmt"])
+    return lambda s, n: s / ((5.0 + max(n, 1)) / 6.0) ** alpha
+
+
+def beam_search(dec, spatial, k=3, max_words=20, min_words=1, penalty=length_penalty(None)):
     """Word ids of the best caption of every image of `spatial` [n, P, F]."""
     n, v = spatial.size(0), dec.vocab
     h, c, att1 = dec.start(spatial)
@@ -153,10 +165,10 @@ def beam_search(dec, spatial, k=3, max_words=20, min_words=1):
                 r, tok = j * width + idx // v, idx % v
                 if tok == END:
                     if rank < k:
-                        pool_insert(pool, k, s, hist[r].tolist())
+                        pool_insert(pool, k, penalty(s, t + 1), hist[r].tolist())
                 else:
                     if last:
-                        pool_insert(pool, k, s, hist[r].tolist() + [tok])
+                        pool_insert(pool, k, penalty(s, t + 1), hist[r].tolist() + [tok])
                     else:
                         parents.append(r)
                         next_tok.append(tok)
@@ -165,7 +177,10 @@ def beam_search(dec, spatial, k=3, max_words=20, min_words=1):
                 if live == k:
                     break
             survivors = len(parents) - first
-            hopeless = len(pool) >= k and survivors and next_sc[first] <= pool[-1][0]
+            # The best score any continuation of the best live beam could still reach.
+            hopeless = len(pool) >= k and survivors and max(
+                penalty(next_sc[first], t + 2), penalty(next_sc[first], max(max_words, t + 2))
+            ) <= pool[-1][0]
             if survivors == 0 or hopeless:
                 del parents[first:], next_tok[first:], next_sc[first:]
             else:
@@ -215,6 +230,7 @@ class Pipeline:
         d, dims = cfg["decoder"], cfg["dims"]
         assert d["kind"] == "sat", f"only the sat decoder is written here, not {d['kind']}"
         self.max_words = cfg.get("max_words", 20)
+        self.penalty = length_penalty(cfg.get("length_penalty"))
         self.norm = normalization(cfg["encoder"].get("normalization", "imagenet"))
         self.dec = SatDecoder(dims["vocab"], d["embed"], d["hidden"], d["attention"],
                               dims["feature_dim"]).eval()
@@ -235,7 +251,7 @@ class Pipeline:
             x = x.contiguous(memory_format=torch.channels_last)
         spatial, _, _ = self.lite0(x)
         spatial = spatial.flatten(2).transpose(1, 2).contiguous()  # [n, 49, 1280], raster order
-        ids = beam_search(self.dec, spatial, k=3, max_words=self.max_words)
+        ids = beam_search(self.dec, spatial, k=3, max_words=self.max_words, penalty=self.penalty)
         return [" ".join(self.words[i] for i in seq) for seq in ids]
 
 

@@ -149,6 +149,8 @@ pub struct ModelInfo {
     pub grid: [usize; 2],
     /// Default beam width.
     pub default_beam: usize,
+    /// Beam length normalisation (`none`, `average` or `gnmt:<alpha>`): the model's own.
+    pub length_penalty: String,
     /// Widest beam accepted.
     pub max_beam: usize,
     /// Longest caption accepted (`max_len`).
@@ -317,6 +319,7 @@ fn set_option(options: &mut CaptionOptions, name: &str, value: &str) -> Result<(
 pub fn generate_config(
     options: &CaptionOptions,
     default_beam: usize,
+    length_penalty: LengthPenalty,
 ) -> Result<GenerateConfig, ApiError> {
     let beam = options.beam.unwrap_or(default_beam);
     if !(1..=MAX_BEAM).contains(&beam) {
@@ -341,7 +344,7 @@ pub fn generate_config(
     } else {
         Strategy::Beam {
             size: beam,
-            length_penalty: LengthPenalty::None,
+            length_penalty,
             top_k_hypotheses: top_k,
         }
     };
@@ -433,7 +436,11 @@ async fn caption_request(
     started: Instant,
 ) -> Result<CaptionResponse, ApiError> {
     let (bytes, name, options) = read_upload(req, state.config.body_limit).await?;
-    let config = generate_config(&options, state.config.default_beam)?;
+    let config = generate_config(
+        &options,
+        state.config.default_beam,
+        state.captioner.length_penalty(),
+    )?;
     // Refuse early, before the decoding work, when the queue is already full.
     if state.metrics.queue_depth() >= state.batcher.capacity() as i64 {
         return Err(ApiError::queue_full(state.batcher.capacity()));
@@ -573,6 +580,7 @@ mod tests {
                 ..Default::default()
             },
             3,
+            LengthPenalty::None,
         )
         .unwrap();
         assert_eq!(greedy.strategy, Strategy::Greedy);
@@ -584,6 +592,7 @@ mod tests {
                 ..Default::default()
             },
             3,
+            LengthPenalty::Average,
         )
         .unwrap();
         assert!(matches!(
@@ -591,7 +600,7 @@ mod tests {
             Strategy::Beam {
                 size: 3,
                 top_k_hypotheses: 2,
-                ..
+                length_penalty: LengthPenalty::Average,
             }
         ));
         assert_eq!(beam.max_words, 7);
@@ -614,7 +623,7 @@ mod tests {
                 ..Default::default()
             },
         ] {
-            let e = generate_config(&bad, 3).unwrap_err();
+            let e = generate_config(&bad, 3, LengthPenalty::None).unwrap_err();
             assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
         }
     }

@@ -142,6 +142,7 @@ impl Service {
             attention: described.attention,
             grid: [gh, gw],
             default_beam: config.default_beam,
+            length_penalty: captioner.length_penalty().to_string(),
             max_beam: api::MAX_BEAM,
             max_len: api::MAX_LEN,
         };

@@ -54,6 +54,15 @@ impl Model {
         }
     }
 
+    /// The beam length normalisation used when a request does not choose one: the bundle's own
+    /// (`length_penalty` in its config.json, else none); a Hugging Face model's default, average.
+    pub fn length_penalty(&self) -> LengthPenalty {
+        match self {
+            Model::Bundle(c) => c.bundle().config.length_penalty.unwrap_or_default(),
+            Model::Hf(_) => LengthPenalty::Average,
+        }
+    }
+
     /// The attention grid `(rows, columns)`; `(0, 0)` without attention.
     pub fn grid(&self) -> (usize, usize) {
         match self {
@@ -125,9 +134,9 @@ impl Model {
     }
 }
 
-/// The request settings as `generate`'s arguments. The length normalisation of our bundles'
-/// default (none) becomes the Hugging Face default (divide by the length), which these models'
-/// beam settings assume.
+/// The request settings as `generate`'s arguments. Hugging Face models divide a beam's
+/// log-probability by length^p: none and average both become their default p = 1, which these
+/// models' beam settings assume.
 fn hf_options(config: &GenerateConfig) -> HfGenerateOptions {
     let mut opts = HfGenerateOptions {
         max_new_tokens: config.max_words.max(1),

@@ -13,9 +13,10 @@ use axum::Router;
 use captioner_data::Vocab;
 use captioner_decode::bundle::{self, BundleConfig, EncoderInfo, WeightDtype, BUNDLE_FORMAT};
 use captioner_decode::models::sat::SatConfig;
-use captioner_decode::{DecoderConfig, ModelDims};
+use captioner_decode::{DecoderConfig, LengthPenalty, ModelDims};
 use captioner_encode::encoder::Backend;
 use captioner_generate::pipeline::Captioner;
+use captioner_generate::{GenerateConfig, Strategy};
 use captioner_serve::api::{CaptionResponse, Health, ModelList};
 use captioner_serve::metrics::Metrics;
 use captioner_serve::{ErrorBody, ServeConfig, Service};
@@ -87,6 +88,7 @@ fn bundle_dir() -> &'static Path {
                 normalization: "inception".into(),
             },
             max_words: 20,
+            length_penalty: None,
             training: serde_json::Value::Null,
         };
         bundle::save(&dir, &config, model.as_ref(), &vocab, WeightDtype::F32).expect("save");
@@ -388,6 +390,7 @@ async fn models_healthz_page_openapi_and_404() {
     assert!(m.attention);
     assert_eq!(m.grid, [7, 7]);
     assert_eq!(m.default_beam, 3);
+    assert_eq!(m.length_penalty, "none");
     assert_eq!(m.vocab_size, 4 + 15);
 
     let resp = http.get(server.url("/healthz")).send().await.expect("send");
@@ -783,4 +786,84 @@ where
         out.push(h.await.expect("join"));
     }
     out
+}
+
+/// A bundle that records a length penalty (`captioner export --length-penalty`) is served with
+/// it: `/v1/models` names it, and a request's hypotheses are the library's with that penalty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_s_recorded_length_penalty_is_the_request_default() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("tiny-sat-average");
+    std::fs::create_dir(&dir).expect("mkdir");
+    for name in [
+        bundle::CONFIG_FILE,
+        bundle::WEIGHTS_FILE,
+        bundle::TOKENIZER_FILE,
+    ] {
+        std::fs::copy(bundle_dir().join(name), dir.join(name)).expect("copy");
+    }
+    let mut config = bundle::read_config(&dir).expect("config");
+    config.length_penalty = Some(LengthPenalty::Average);
+    std::fs::write(
+        dir.join(bundle::CONFIG_FILE),
+        serde_json::to_string(&config).expect("json"),
+    )
+    .expect("write");
+    let load = || Captioner::load(&dir, Some(&encoder_weights()), Backend::Fast).expect("load");
+
+    let library = load();
+    let search = |length_penalty| GenerateConfig {
+        strategy: Strategy::Beam {
+            size: 3,
+            length_penalty,
+            top_k_hypotheses: 3,
+        },
+        max_words: 8,
+        suppress_unk: true,
+        ..GenerateConfig::default()
+    };
+    let hypotheses = |penalty| -> Vec<(String, f32)> {
+        let image = library
+            .decode_image(&flickr_image(IMAGES[0]), IMAGES[0])
+            .expect("decode");
+        library
+            .caption_images(vec![image], &search(penalty))
+            .expect("caption")
+            .remove(0)
+            .hypotheses
+    };
+    let average = hypotheses(LengthPenalty::Average);
+    assert_ne!(
+        average,
+        hypotheses(LengthPenalty::None),
+        "the test needs the two penalties to rank differently"
+    );
+
+    let server = Server::start_with(load(), ServeConfig::default()).await;
+    let http = client();
+    let models: ModelList = http
+        .get(server.url("/v1/models"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(models.models[0].length_penalty, "average");
+    let c: CaptionResponse = http
+        .post(server.url("/v1/captions?beam=3&top_k=3&max_len=8"))
+        .multipart(image_form(flickr_image(IMAGES[0]), IMAGES[0]))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let served: Vec<(String, f32)> = c
+        .hypotheses
+        .into_iter()
+        .map(|h| (h.caption, h.log_prob))
+        .collect();
+    assert_eq!(served, average);
+    server.stop().await.expect("clean stop");
 }

@@ -480,6 +480,7 @@ pub fn train(
             normalization: cache.meta().normalization.name().into(),
         },
         max_words: VAL_MAX_WORDS,
+        length_penalty: None,
         training: serde_json::json!({ "preset": preset }),
     };
     let fine_tunes_init = init.is_some();

@@ -50,8 +50,9 @@ pub struct Args {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     beam: u16,
     /// Beam length normalisation: none, average (log-prob per word) or gnmt:<alpha> [default:
-    /// none; for Hugging Face models their own default, average]. Hugging Face models divide by
-    /// length^p: none is p = 0, average p = 1, gnmt:<alpha> p = alpha.
+    /// the one the bundle was tuned with (`length_penalty` in its config.json; the default
+    /// model's is average), else none; for Hugging Face models their own default, average]. Hugging Face
+    /// models divide by length^p: none is p = 0, average p = 1, gnmt:<alpha> p = alpha.
     #[arg(long, value_parser = parse_length_penalty)]
     length_penalty: Option<LengthPenalty>,
     /// Text every caption starts with (Hugging Face BLIP's conditional captioning, e.g.
@@ -239,8 +240,9 @@ pub fn expand_inputs(inputs: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Builds the generation settings from the flags.
-fn generate_config(args: &Args) -> GenerateConfig {
+/// Builds the generation settings from the flags; `bundle_penalty` is the bundle's own length
+/// normalisation, used when `--length-penalty` is not given.
+fn generate_config(args: &Args, bundle_penalty: Option<LengthPenalty>) -> GenerateConfig {
     let strategy = if args.sample {
         Strategy::Sample {
             temperature: args.temperature,
@@ -253,7 +255,10 @@ fn generate_config(args: &Args) -> GenerateConfig {
     } else {
         Strategy::Beam {
             size: args.beam as usize,
-            length_penalty: args.length_penalty.unwrap_or(LengthPenalty::None),
+            length_penalty: args
+                .length_penalty
+                .or(bundle_penalty)
+                .unwrap_or(LengthPenalty::None),
             top_k_hypotheses: args.num_captions.clamp(1, args.beam as usize),
         }
     };
@@ -404,7 +409,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!("--prompt only applies to Hugging Face models; ignored");
     }
     let captioner = load_bundles(&models, args.weights.as_deref(), args.backend)?;
-    let config = generate_config(&args);
+    let config = generate_config(&args, captioner.bundle().config.length_penalty);
     if let Some(dir) = &args.attention {
         if !captioner.bundle().decoder.has_attention() {
             tracing::warn!(

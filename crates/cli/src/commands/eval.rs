@@ -77,9 +77,10 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     min_words: usize,
 
-    /// Beam length normalisation for --model: none, average (log-prob per word) or gnmt:<alpha>.
-    #[arg(long, default_value = "none", value_parser = super::caption::parse_length_penalty)]
-    length_penalty: captioner_generate::LengthPenalty,
+    /// Beam length normalisation for --model: none, average (log-prob per word) or gnmt:<alpha>
+    /// [default: the one the (first) bundle was tuned with, else none].
+    #[arg(long, value_parser = super::caption::parse_length_penalty)]
+    length_penalty: Option<captioner_generate::LengthPenalty>,
 
     /// For --model: never repeat an n-gram of this size (0 = off).
     #[arg(long, default_value_t = 0)]
@@ -337,12 +338,16 @@ fn generate_results(
     let ids: Vec<String> = dataset.images.iter().map(|i| i.id.to_string()).collect();
     let source =
         captioner_train::FeatureSource::from_ids(&cache, ids, bundle.decoder.needs_spatial())?;
+    let length_penalty = args
+        .length_penalty
+        .or(bundle.config.length_penalty)
+        .unwrap_or_default();
     let strategy = if args.beam <= 1 {
         captioner_generate::Strategy::Greedy
     } else {
         captioner_generate::Strategy::Beam {
             size: args.beam as usize,
-            length_penalty: args.length_penalty,
+            length_penalty,
             top_k_hypotheses: 1,
         }
     };
@@ -355,7 +360,14 @@ fn generate_results(
         return_attention: false,
     };
     let bar = crate::progress::bar(dataset.len() as u64, "images");
-    bar.set_message(format!("captioning (beam {})", args.beam));
+    bar.set_message(if args.beam <= 1 {
+        "captioning (greedy)".to_string()
+    } else {
+        format!(
+            "captioning (beam {}, length penalty {length_penalty})",
+            args.beam
+        )
+    });
     let captions = captioner_train::caption_cached(
         bundle.decoder.as_ref(),
         &bundle.vocab,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use captioner_decode::bundle::{self, WeightDtype};
+use captioner_decode::LengthPenalty;
 
 /// Copy a model bundle (e.g. a run's `best/`) to a new folder, optionally with half-precision
 /// weights (half the size, same captions up to rounding), or average several checkpoints of one
@@ -11,7 +12,8 @@ use captioner_decode::bundle::{self, WeightDtype};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   captioner export --model runs/default/best --out models/default --f16
-  captioner export --model runs/x/epoch-2 --model runs/x/epoch-3 --out models/x --f16")]
+  captioner export --model runs/x/epoch-2 --model runs/x/epoch-3 --out models/x --f16
+  captioner export --model runs/x/best --out models/x --f16 --length-penalty average")]
 pub struct Args {
     /// The bundle to read. Give it more than once to average the weights of several checkpoints
     /// of one run (same architecture and vocabulary), e.g. the `epoch-N/` folders that
@@ -25,6 +27,12 @@ pub struct Args {
     /// Store the weights as f16.
     #[arg(long)]
     f16: bool,
+    /// Record this beam length normalisation (none, average or gnmt:<alpha>) as the bundle's
+    /// default, used by `caption`, `eval` and `serve` unless they are told otherwise; choose it
+    /// on the validation split (`captioner eval --split dev --length-penalty ...`). Default: keep
+    /// the first source's.
+    #[arg(long, value_parser = super::caption::parse_length_penalty)]
+    length_penalty: Option<LengthPenalty>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -34,7 +42,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(" + ");
-    let b = bundle::load_average(&args.model).with_context(|| format!("loading {sources}"))?;
+    let mut b = bundle::load_average(&args.model).with_context(|| format!("loading {sources}"))?;
+    if args.length_penalty.is_some() {
+        b.config.length_penalty = args.length_penalty;
+    }
     let dtype = if args.f16 {
         WeightDtype::F16
     } else {
@@ -50,10 +61,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         })
         .unwrap_or(0);
     eprintln!(
-        "{} ({} decoder, {} parameters) written to {} ({:.1} MB)",
+        "{} ({} decoder, {} parameters, length penalty {}) written to {} ({:.1} MB)",
         sources,
         b.config.decoder.kind(),
         b.decoder.params().len(),
+        b.config.length_penalty.unwrap_or_default(),
         args.out.display(),
         size as f64 / 1e6
     );
