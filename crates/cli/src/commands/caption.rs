@@ -50,9 +50,9 @@ pub struct Args {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     beam: u16,
     /// Beam length normalisation: none, average (log-prob per word) or gnmt:<alpha> [default:
-    /// the one the bundle was tuned with (`length_penalty` in its config.json; the default
-    /// model's is average), else none; for Hugging Face models their own default, average]. Hugging Face
-    /// models divide by length^p: none is p = 0, average p = 1, gnmt:<alpha> p = alpha.
+    /// the one the (first) bundle records as `length_penalty` in its config.json, else none; for
+    /// Hugging Face models their own default, average]. Hugging Face models divide by length^p:
+    /// none is p = 0, average p = 1, gnmt:<alpha> p = alpha.
     #[arg(long, value_parser = parse_length_penalty)]
     length_penalty: Option<LengthPenalty>,
     /// Text every caption starts with (Hugging Face BLIP's conditional captioning, e.g.
