@@ -19,17 +19,22 @@ fn run(args: &[&std::ffi::OsStr]) -> Output {
         .expect("run captioner")
 }
 
-#[test]
-fn default_model_captions_an_image_with_plausible_words() {
-    // The girl in the pink dress climbing the stairs: the first image of Flickr8k.
-    let img = image("1000268201_693b08cb0e.jpg");
-    let out = run(&["caption".as_ref(), img.as_os_str()]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// Runs captioner, which must succeed, and returns its standard output.
+fn run_ok(args: &[&std::ffi::OsStr]) -> String {
+    let out = run(args);
     assert!(
         out.status.success(),
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn default_model_captions_an_image_with_plausible_words() {
+    // The girl in the pink dress climbing the stairs: the first image of Flickr8k.
+    let img = image("1000268201_693b08cb0e.jpg");
+    let stdout = run_ok(&["caption".as_ref(), img.as_os_str()]);
     let caption = stdout.trim();
     let words: Vec<&str> = caption.split_whitespace().collect();
     assert!((3..=20).contains(&words.len()), "caption: {caption:?}");
@@ -156,13 +161,7 @@ fn an_ensemble_of_the_default_model_with_itself_captions_like_it_and_draws_atten
             args.extend(["--attention".as_ref(), maps.as_os_str()]);
         }
         args.extend(imgs.iter().map(|p| p.as_os_str()));
-        let out = run(&args);
-        assert!(
-            out.status.success(),
-            "stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        run_ok(&args)
     };
     let single = captions(1, false);
     assert_eq!(single.lines().count(), 2, "{single}");
@@ -232,7 +231,7 @@ fn a_hugging_face_model_is_not_ensembled_and_an_incompatible_bundle_is_named() {
 fn a_bundle_s_recorded_length_penalty_is_its_default_and_the_flag_overrides_it() {
     let dir = tempfile::tempdir().unwrap();
     let long = dir.path().join("long");
-    let out = run(&[
+    run_ok(&[
         "export".as_ref(),
         "--model".as_ref(),
         default_model().as_os_str(),
@@ -241,11 +240,6 @@ fn a_bundle_s_recorded_length_penalty_is_its_default_and_the_flag_overrides_it()
         "--length-penalty".as_ref(),
         "gnmt:3".as_ref(),
     ]);
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let config = std::fs::read_to_string(long.join("config.json")).unwrap();
     assert!(config.contains(r#""length_penalty": {"#), "{config}");
 
@@ -261,13 +255,7 @@ fn a_bundle_s_recorded_length_penalty_is_its_default_and_the_flag_overrides_it()
             args.extend::<[&std::ffi::OsStr; 2]>(["--length-penalty".as_ref(), p.as_ref()]);
         }
         args.extend(imgs.iter().map(|p| p.as_os_str()));
-        let out = run(&args);
-        assert!(
-            out.status.success(),
-            "stderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        run_ok(&args)
     };
     let recorded = captions(&long, None);
     assert_eq!(recorded, captions(default_model(), Some("gnmt:3")));

@@ -157,6 +157,17 @@ impl Drop for Server {
     }
 }
 
+/// `GET /v1/models`.
+async fn model_list(server: &Server, http: &reqwest::Client) -> ModelList {
+    http.get(server.url("/v1/models"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json")
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
@@ -325,14 +336,7 @@ async fn an_ensemble_is_served_under_its_members_ids_with_attention() {
         .expect("load ensemble");
     let server = Server::start_with(ensemble, ServeConfig::default()).await;
     let http = client();
-    let models: ModelList = http
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let models = model_list(&server, &http).await;
     let m = &models.models[0];
     assert_eq!(m.id, "tiny-sat+tiny-sat");
     assert_eq!(m.members, ["tiny-sat", "tiny-sat"]);
@@ -373,14 +377,7 @@ async fn models_healthz_page_openapi_and_404() {
     let server = Server::start(ServeConfig::default()).await;
     let http = client();
 
-    let models: ModelList = http
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let models = model_list(&server, &http).await;
     assert_eq!(models.models.len(), 1);
     let m = &models.models[0];
     assert_eq!(m.id, "tiny-sat");
@@ -841,14 +838,7 @@ async fn a_bundle_s_recorded_length_penalty_is_the_request_default() {
 
     let server = Server::start_with(load(), ServeConfig::default()).await;
     let http = client();
-    let models: ModelList = http
-        .get(server.url("/v1/models"))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let models = model_list(&server, &http).await;
     assert_eq!(models.models[0].length_penalty, "average");
     let c: CaptionResponse = http
         .post(server.url("/v1/captions?beam=3&top_k=3&max_len=8"))
