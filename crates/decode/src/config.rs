@@ -122,9 +122,47 @@ impl std::fmt::Display for LengthPenalty {
     }
 }
 
+/// Reads what [`Display`](std::fmt::Display) writes (`avg` is accepted for `average`); `alpha`
+/// must not be negative.
+impl std::str::FromStr for LengthPenalty {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(LengthPenalty::None),
+            "average" | "avg" => Ok(LengthPenalty::Average),
+            _ => match s.strip_prefix("gnmt:").map(str::parse::<f32>) {
+                Some(Ok(alpha)) if alpha >= 0.0 => Ok(LengthPenalty::Gnmt(alpha)),
+                _ => Err(format!(
+                    "`{s}`: expected none, average or gnmt:<alpha> (e.g. gnmt:0.7)"
+                )),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_text_form_reads_back() {
+        for p in [
+            LengthPenalty::None,
+            LengthPenalty::Average,
+            LengthPenalty::Gnmt(0.7),
+        ] {
+            assert_eq!(p.to_string().parse::<LengthPenalty>(), Ok(p));
+        }
+        assert_eq!("avg".parse(), Ok(LengthPenalty::Average));
+        for bad in ["gnmt:-1", "gnmt:", "longest"] {
+            let err = bad.parse::<LengthPenalty>().unwrap_err();
+            assert!(
+                err.contains("expected none, average or gnmt:<alpha>"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn penalties() {

@@ -53,7 +53,7 @@ pub struct Args {
     /// the one the (first) bundle records as `length_penalty` in its config.json, else none; for
     /// Hugging Face models their own default, average]. Hugging Face models divide by length^p:
     /// none is p = 0, average p = 1, gnmt:<alpha> p = alpha.
-    #[arg(long, value_parser = parse_length_penalty)]
+    #[arg(long)]
     length_penalty: Option<LengthPenalty>,
     /// Text every caption starts with (Hugging Face BLIP's conditional captioning, e.g.
     /// "a picture of").
@@ -104,19 +104,6 @@ pub struct Args {
     /// Encoder implementation: fast or candle.
     #[arg(long, default_value = "fast")]
     backend: Backend,
-}
-
-pub(crate) fn parse_length_penalty(s: &str) -> Result<LengthPenalty, String> {
-    match s {
-        "none" => Ok(LengthPenalty::None),
-        "average" | "avg" => Ok(LengthPenalty::Average),
-        _ => match s.strip_prefix("gnmt:").map(str::parse::<f32>) {
-            Some(Ok(alpha)) if alpha >= 0.0 => Ok(LengthPenalty::Gnmt(alpha)),
-            _ => Err(format!(
-                "`{s}`: expected none, average or gnmt:<alpha> (e.g. gnmt:0.7)"
-            )),
-        },
-    }
 }
 
 /// The default bundle: `models/default` under the working directory (a checkout), then the one

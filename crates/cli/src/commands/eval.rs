@@ -79,7 +79,7 @@ pub struct Args {
 
     /// Beam length normalisation for --model: none, average (log-prob per word) or gnmt:<alpha>
     /// [default: the one the (first) bundle was tuned with, else none].
-    #[arg(long, value_parser = super::caption::parse_length_penalty)]
+    #[arg(long)]
     length_penalty: Option<captioner_generate::LengthPenalty>,
 
     /// For --model: never repeat an n-gram of this size (0 = off).

@@ -31,7 +31,7 @@ pub struct Args {
     /// default, used by `caption`, `eval` and `serve` unless they are told otherwise; choose it
     /// on the validation split (`captioner eval --split dev --length-penalty ...`). Default: keep
     /// the first source's.
-    #[arg(long, value_parser = super::caption::parse_length_penalty)]
+    #[arg(long)]
     length_penalty: Option<LengthPenalty>,
 }
 
