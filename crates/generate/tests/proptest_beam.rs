@@ -44,7 +44,14 @@ proptest! {
             let want = brute_force(&dec, &feats.image(i), &cfg, penalty);
             prop_assert_eq!(hyps.len(), 1);
             prop_assert_eq!(hyps[0].score, want[0].0);
-            prop_assert_eq!(&hyps[0].tokens, &want[0].2);
+            // Captions whose scores tie exactly (here: the same words in another order under a
+            // decoder that ignores the history) are all the best; neither search orders ties.
+            let best: Vec<&Vec<u32>> = want
+                .iter()
+                .take_while(|w| w.0 == want[0].0)
+                .map(|w| &w.2)
+                .collect();
+            prop_assert!(best.contains(&&hyps[0].tokens), "{:?} not in {:?}", hyps[0].tokens, best);
             prop_assert!(hyps[0].tokens.len() >= cfg.min_words);
         }
     }
