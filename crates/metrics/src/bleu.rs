@@ -3,7 +3,7 @@
 //! closest to the candidate's (ties to the shorter), the `1e-15` / `1e-9` smoothing constants,
 //! and a brevity penalty per image and once over the corpus totals.
 
-use crate::words::{lookup, order, Cooked, NGram, MAX_N};
+use crate::words::{lookup, order, split_whitespace, Cooked, NGram, Vocab, MAX_N};
 
 const TINY: f64 = 1e-15;
 const SMALL: f64 = 1e-9;
@@ -104,6 +104,50 @@ pub(crate) fn corpus_score(all: &[BleuStats]) -> [f64; 4] {
     score(test_len as f64, ref_len as f64, &f(guess), &f(correct))
 }
 
+/// One image's references, split and counted once, for scoring many candidates against them
+/// one at a time, as a self-critical reward does. Each score is the per-image BLEU-1..4 that
+/// pycocoevalcap reports for that image (`Bleu(4).compute_score`'s second value), brevity
+/// penalty included.
+///
+/// ```
+/// use captioner_metrics::BleuReferences;
+/// let refs = BleuReferences::new(&["a dog runs on the grass", "a brown dog is running"]);
+/// let [b1, _, _, b4] = refs.score("a dog runs on the grass");
+/// assert!((b1 - 1.0).abs() < 1e-9 && (b4 - 1.0).abs() < 1e-9);
+/// assert!(refs.score("a cat")[0] < 0.5);
+/// ```
+#[derive(Clone, Debug)]
+pub struct BleuReferences {
+    vocab: Vocab,
+    references: Vec<Cooked>,
+}
+
+/// The id of every word no reference has: such words match nothing, so one id serves them all.
+const UNSEEN: u32 = u32::MAX;
+
+impl BleuReferences {
+    /// Splits (Python `str.split()`) and counts already tokenised references.
+    pub fn new<S: AsRef<str>>(references: &[S]) -> Self {
+        let mut vocab = Vocab::default();
+        let references = references
+            .iter()
+            .map(|r| Cooked::new(&vocab.ids(r.as_ref())))
+            .collect();
+        Self { vocab, references }
+    }
+
+    /// BLEU-1..4 of one tokenised candidate (all zero without references).
+    pub fn score(&self, candidate: &str) -> [f64; 4] {
+        if self.references.is_empty() {
+            return [0.0; 4];
+        }
+        let ids: Vec<u32> = split_whitespace(candidate)
+            .map(|w| self.vocab.get(w).unwrap_or(UNSEEN))
+            .collect();
+        image_score(&stats(&Cooked::new(&ids), &self.references))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +169,22 @@ mod tests {
     fn closest_length_ties_to_shorter() {
         let s = stats(&[1, 2, 3], &[vec![1, 2], vec![1, 2, 3, 4]]);
         assert_eq!(s.ref_len, 2);
+    }
+
+    #[test]
+    fn prepared_references_score_as_one_image_of_an_evaluation() {
+        let refs = ["a dog runs on the grass", "a brown dog is running fast"];
+        let candidates = [
+            "a dog runs",
+            "a zebra a zebra runs on grass",
+            "a dog is running fast",
+        ];
+        let prepared = BleuReferences::new(&refs);
+        for c in candidates {
+            let whole = crate::evaluate_tokenized(&[refs.to_vec()], &[c]).unwrap();
+            assert_eq!(prepared.score(c), whole.per_image[0].bleu, "{c}");
+        }
+        assert_eq!(BleuReferences::new::<&str>(&[]).score("a dog"), [0.0; 4]);
     }
 
     #[test]

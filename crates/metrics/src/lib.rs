@@ -24,6 +24,7 @@ mod rouge;
 pub mod tokenizer;
 mod words;
 
+pub use bleu::BleuReferences;
 pub use cider::{CiderD, PreparedRefs};
 
 use rayon::prelude::*;

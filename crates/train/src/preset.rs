@@ -58,6 +58,15 @@ pub struct ScstConfig {
     pub max_words: usize,
     /// Softmax temperature of the sampling.
     pub temperature: f32,
+    /// Weight of a BLEU term added to each caption's CIDEr-D reward (0 = CIDEr-D alone), as
+    /// ruotianluo/self-critical.pytorch's `bleu_reward_weight`. CIDEr-D's tf-idf weighting
+    /// makes frequent words nearly free; BLEU counts every word a caption adds that no reference
+    /// has, so the mixed reward trades some of CIDEr-D's preference for stock phrases for
+    /// precision.
+    pub bleu_weight: f64,
+    /// Which BLEU-n (1-4) that term is: the image's own pycocoevalcap BLEU-n score, brevity
+    /// penalty included.
+    pub bleu_order: usize,
 }
 
 impl Default for ScstConfig {
@@ -68,6 +77,8 @@ impl Default for ScstConfig {
             baseline: Baseline::Greedy,
             max_words: 16,
             temperature: 1.0,
+            bleu_weight: 0.0,
+            bleu_order: 4,
         }
     }
 }
@@ -329,6 +340,18 @@ impl Preset {
             if s.max_words == 0 {
                 return Err("[scst] max_words must be at least 1".into());
             }
+            if !(s.bleu_weight.is_finite() && s.bleu_weight >= 0.0) {
+                return Err(format!(
+                    "[scst] bleu_weight must be finite and >= 0, got {}",
+                    s.bleu_weight
+                ));
+            }
+            if !(1..=4).contains(&s.bleu_order) {
+                return Err(format!(
+                    "[scst] bleu_order must be 1, 2, 3 or 4 (BLEU-1..4), got {}",
+                    s.bleu_order
+                ));
+            }
             if !(s.temperature.is_finite() && s.temperature > 0.0) {
                 return Err(format!(
                     "[scst] temperature must be finite and > 0, got {}",
@@ -434,10 +457,14 @@ mod tests {
             (s.samples, s.baseline, s.max_words, s.temperature),
             (5, Baseline::Greedy, 16, 1.0)
         );
+        assert_eq!((s.bleu_weight, s.bleu_order), (0.0, 4));
         let again = Preset::from_toml(&p.to_toml(), Path::new("t.toml")).unwrap();
         assert_eq!(again, p);
         let p = Preset::from_toml(
-            &format!("{SCST}samples = 3\nbaseline = \"mean\"\nmax_words = 12\ntemperature = 0.7\n"),
+            &format!(
+                "{SCST}samples = 3\nbaseline = \"mean\"\nmax_words = 12\ntemperature = 0.7\n\
+                 bleu_weight = 0.5\nbleu_order = 1\n"
+            ),
             Path::new("s.toml"),
         )
         .unwrap();
@@ -446,6 +473,17 @@ mod tests {
             (s.samples, s.baseline, s.max_words, s.temperature),
             (3, Baseline::Mean, 12, 0.7)
         );
+        assert_eq!((s.bleu_weight, s.bleu_order), (0.5, 1));
+        for (bad, key) in [
+            ("bleu_order = 5", "bleu_order"),
+            ("bleu_order = 0", "bleu_order"),
+            ("bleu_weight = -1.0", "bleu_weight"),
+        ] {
+            let e = Preset::from_toml(&format!("{SCST}{bad}\n"), Path::new("s.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
         // Without the section there is no SCST, and the serialised preset has no `[scst]`.
         let p = Preset::from_toml("[model]\nkind = \"sat\"\n", Path::new("x.toml")).unwrap();
         assert!(p.scst.is_none() && !p.to_toml().contains("scst"));

@@ -8,8 +8,9 @@
 //!    temperature, no top-k / top-p, up to `max_words` words or `<end>`; dropout is off, as
 //!    in every generation), the random streams seeded from the run's per-step generator;
 //! 2. rewards each with its CIDEr-D against all of the image's training references, document
-//!    frequencies from every training image's references ([`captioner_metrics::CiderD`]); an
-//!    end token closes every reference and every finished sample, so endings are rewarded too;
+//!    frequencies from every training image's references ([`captioner_metrics::CiderD`]), plus
+//!    `bleu_weight` times its BLEU-n against them when the preset mixes one in; an end token
+//!    closes every reference and every finished sample, so endings are rewarded too;
 //! 3. subtracts the baseline: the reward of the image's greedy caption, or the mean reward of
 //!    its other `K - 1` samples;
 //! 4. feeds the samples back through the decoder's teacher-forced pass with the advantages
@@ -26,7 +27,7 @@ use captioner_decode::model::{END_ID, PAD_ID, START_ID};
 use captioner_decode::{Decoder, Features, PassOptions, PassStats, TeacherBatch};
 use captioner_generate::{generate, GenerateConfig, Hypothesis, Strategy};
 use captioner_metrics::tokenizer::{tokenize, tokenize_all};
-use captioner_metrics::{CiderD, PreparedRefs};
+use captioner_metrics::{BleuReferences, CiderD, PreparedRefs};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -36,12 +37,14 @@ use rand_chacha::ChaCha8Rng;
 /// tokenizer never produces it from words, so it can match nothing else.
 const EOS: &str = "<eos>";
 
-/// The reward model: CIDEr-D with the training references' document frequencies, and every
-/// training image's references prepared once.
+/// The reward model: CIDEr-D with the training references' document frequencies (plus BLEU-n
+/// when `bleu_weight > 0`), and every training image's references prepared once.
 pub(crate) struct Scst {
     cfg: ScstConfig,
     cider: CiderD,
     refs: Vec<PreparedRefs>,
+    /// Empty unless the reward mixes in BLEU.
+    bleu_refs: Vec<BleuReferences>,
     pooled: Vec<f32>,
     spatial: Vec<f32>,
 }
@@ -76,18 +79,25 @@ impl Scst {
             .collect();
         let cider = CiderD::from_references(&refs)
             .map_err(|e| TrainError::Data(format!("[scst] CIDEr-D document frequencies: {e}")))?;
+        let bleu_refs = if cfg.bleu_weight > 0.0 {
+            refs.iter().map(|r| BleuReferences::new(r)).collect()
+        } else {
+            Vec::new()
+        };
         let refs = refs.iter().map(|r| cider.prepare(r)).collect();
         Ok(Self {
             cfg: cfg.clone(),
             cider,
             refs,
+            bleu_refs,
             pooled: Vec::new(),
             spatial: Vec::new(),
         })
     }
 
-    /// CIDEr-D of a caption (word ids) against the references of training image `image`;
-    /// `finished` captions (ended by `<end>`) carry the end token, as the references do.
+    /// CIDEr-D (plus the weighted BLEU-n) of a caption (word ids) against the references of
+    /// training image `image`; `finished` captions (ended by `<end>`) carry the end token, as the
+    /// references do.
     fn reward(
         &self,
         vocab: &Vocab,
@@ -103,7 +113,11 @@ impl Scst {
             text.push(' ');
             text.push_str(EOS);
         }
-        Ok(self.cider.score(&text, refs))
+        let cider = self.cider.score(&text, refs);
+        Ok(match self.bleu_refs.get(image) {
+            Some(bleu) => cider + self.cfg.bleu_weight * bleu.score(&text)[self.cfg.bleu_order - 1],
+            None => cider,
+        })
     }
 
     /// One SCST step over the images `images` (training split indices) whose features are
@@ -259,27 +273,34 @@ mod tests {
     use super::*;
     use captioner_data::{ImageEntry, ImageId};
 
-    #[test]
-    fn a_caption_cut_before_its_natural_end_earns_less_than_the_whole_one() {
-        let captions = [
-            "a man in a blue shirt is running",
-            "a man in a blue shirt runs down the street",
-            "a man wearing a blue shirt is running outside",
-        ];
+    const CAPTIONS: [&str; 3] = [
+        "a man in a blue shirt is running",
+        "a man in a blue shirt runs down the street",
+        "a man wearing a blue shirt is running outside",
+    ];
+
+    /// Image 0 has `CAPTIONS`, image 1 one unrelated caption.
+    fn two_images() -> Dataset {
         let image = |id: &str| ImageEntry {
             id: ImageId::from(id),
             file: id.into(),
             split: None,
-            captions: captions.iter().map(|c| c.to_string()).collect(),
+            captions: CAPTIONS.iter().map(|c| c.to_string()).collect(),
         };
         let other = ImageEntry {
             captions: vec!["two dogs play in the snow".into()],
             ..image("b")
         };
-        let train = Dataset {
+        Dataset {
             images_dir: None,
             images: vec![image("a"), other],
-        };
+        }
+    }
+
+    #[test]
+    fn a_caption_cut_before_its_natural_end_earns_less_than_the_whole_one() {
+        let train = two_images();
+        let captions = CAPTIONS;
         let scst = Scst::new(&ScstConfig::default(), &train).unwrap();
         let vocab = Vocab::from_words(captions.iter().flat_map(|c| c.split(' ')));
         let whole = vocab.encode("a man in a blue shirt is running");
@@ -292,6 +313,36 @@ mod tests {
         assert!(r_whole > r_cut, "{r_whole} vs {r_cut}");
         assert!(r_whole > r_unfinished, "{r_whole} vs {r_unfinished}");
         assert!(scst.reward(&vocab, &whole, true, 2).is_err());
+    }
+
+    #[test]
+    fn a_mixed_reward_adds_the_weighted_bleu_of_the_finished_caption() {
+        let train = two_images();
+        let words = CAPTIONS.iter().flat_map(|c| c.split(' '));
+        let vocab = Vocab::from_words(words.chain(["with", "dog"]));
+        let cider_only = Scst::new(&ScstConfig::default(), &train).unwrap();
+        let cfg = ScstConfig {
+            bleu_weight: 0.5,
+            bleu_order: 1,
+            ..ScstConfig::default()
+        };
+        let mixed = Scst::new(&cfg, &train).unwrap();
+        let refs: Vec<String> = CAPTIONS.iter().map(|c| format!("{c} {EOS}")).collect();
+        for caption in ["a man in a blue shirt", "a man in a blue shirt is running"] {
+            let tokens = vocab.encode(caption);
+            let bleu1 = BleuReferences::new(&refs).score(&format!("{caption} {EOS}"))[0];
+            let cider = cider_only.reward(&vocab, &tokens, true, 0).unwrap();
+            let r = mixed.reward(&vocab, &tokens, true, 0).unwrap();
+            assert!(bleu1 > 0.5, "{caption}: {bleu1}");
+            assert!((r - (cider + 0.5 * bleu1)).abs() < 1e-12, "{caption}: {r}");
+        }
+        // A word no reference has costs BLEU-1 precision, which CIDEr-D alone barely notices.
+        let plain = vocab.encode("a man in a blue shirt is running");
+        let padded = vocab.encode("a man in a blue shirt is running with a dog");
+        let bleu_loss = |s: &Scst| {
+            s.reward(&vocab, &plain, true, 0).unwrap() - s.reward(&vocab, &padded, true, 0).unwrap()
+        };
+        assert!(bleu_loss(&mixed) > bleu_loss(&cider_only));
     }
 
     #[test]

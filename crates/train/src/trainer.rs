@@ -411,9 +411,14 @@ pub fn train(
     let batcher = data.train_batcher(&preset.data, t.batch_size, sampling, t.seed)?;
     let mut scst = match &preset.scst {
         Some(s) => {
+            let reward = if s.bleu_weight > 0.0 {
+                format!("CIDEr-D + {} x BLEU-{}", s.bleu_weight, s.bleu_order)
+            } else {
+                "CIDEr-D".to_owned()
+            };
             observer.note(&format!(
                 "self-critical fine-tuning of {}: {} samples per image (temperature {}, up to {} \
-                 words), {:?} baseline, CIDEr-D reward over {} training images",
+                 words), {:?} baseline, {reward} reward over {} training images",
                 s.init,
                 s.samples,
                 s.temperature,
