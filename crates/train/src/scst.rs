@@ -9,8 +9,9 @@
 //!    in every generation), the random streams seeded from the run's per-step generator;
 //! 2. rewards each with its CIDEr-D against all of the image's training references, document
 //!    frequencies from every training image's references ([`captioner_metrics::CiderD`]), plus
-//!    `bleu_weight` times its BLEU-n against them when the preset mixes one in; an end token
-//!    closes every reference and every finished sample, so endings are rewarded too;
+//!    `bleu_weight` times its BLEU-n and `meteor_weight` times its METEOR against them when the
+//!    preset mixes those in; an end token closes every reference and every finished sample for
+//!    CIDEr-D and BLEU, so endings are rewarded too;
 //! 3. subtracts the baseline: the reward of the image's greedy caption, or the mean reward of
 //!    its other `K - 1` samples;
 //! 4. feeds the samples back through the decoder's teacher-forced pass with the advantages
@@ -26,10 +27,13 @@ use captioner_data::{Dataset, Vocab};
 use captioner_decode::model::{END_ID, PAD_ID, START_ID};
 use captioner_decode::{Decoder, Features, PassOptions, PassStats, TeacherBatch};
 use captioner_generate::{generate, GenerateConfig, Hypothesis, Strategy};
+use captioner_metrics::meteor::Meteor;
 use captioner_metrics::tokenizer::{tokenize, tokenize_all};
 use captioner_metrics::{BleuReferences, CiderD, PreparedRefs};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::path::Path;
 
 /// The end-of-caption token in rewarded text. As in ruotianluo's `array_to_str`, both the samples
 /// and the references end with it, so that n-grams ending a caption count: without it, a caption
@@ -45,6 +49,9 @@ pub(crate) struct Scst {
     refs: Vec<PreparedRefs>,
     /// Empty unless the reward mixes in BLEU.
     bleu_refs: Vec<BleuReferences>,
+    /// The scorer and every training image's tokenised references (no end token), when the
+    /// reward mixes in METEOR.
+    meteor: Option<(Meteor, Vec<Vec<String>>)>,
     pooled: Vec<f32>,
     spatial: Vec<f32>,
 }
@@ -67,16 +74,34 @@ pub(crate) struct ScstStats {
 impl Scst {
     /// Prepares the references of `train` (the split the batcher's image indices point into).
     pub fn new(cfg: &ScstConfig, train: &Dataset) -> Result<Self, TrainError> {
-        let refs: Vec<Vec<String>> = train
+        let meteor = if cfg.meteor_weight > 0.0 {
+            let dir = (!cfg.meteor_data.is_empty()).then(|| Path::new(&cfg.meteor_data));
+            Some(
+                Meteor::load_default(dir)
+                    .map_err(|e| TrainError::Data(format!("[scst] meteor_weight: {e}")))?,
+            )
+        } else {
+            None
+        };
+        Self::with_meteor(cfg, train, meteor)
+    }
+
+    /// [`Scst::new`] with the METEOR scorer given (used when `meteor` is `Some`).
+    fn with_meteor(
+        cfg: &ScstConfig,
+        train: &Dataset,
+        meteor: Option<Meteor>,
+    ) -> Result<Self, TrainError> {
+        let tokenized: Vec<Vec<String>> = train
             .images
             .iter()
-            .map(|i| {
-                tokenize_all(&i.captions)
-                    .into_iter()
-                    .map(|r| format!("{r} {EOS}"))
-                    .collect()
-            })
+            .map(|i| tokenize_all(&i.captions))
             .collect();
+        let refs: Vec<Vec<String>> = tokenized
+            .iter()
+            .map(|r| r.iter().map(|r| format!("{r} {EOS}")).collect())
+            .collect();
+        let meteor = meteor.map(|m| (m, tokenized));
         let cider = CiderD::from_references(&refs)
             .map_err(|e| TrainError::Data(format!("[scst] CIDEr-D document frequencies: {e}")))?;
         let bleu_refs = if cfg.bleu_weight > 0.0 {
@@ -90,14 +115,15 @@ impl Scst {
             cider,
             refs,
             bleu_refs,
+            meteor,
             pooled: Vec::new(),
             spatial: Vec::new(),
         })
     }
 
-    /// CIDEr-D (plus the weighted BLEU-n) of a caption (word ids) against the references of
-    /// training image `image`; `finished` captions (ended by `<end>`) carry the end token, as the
-    /// references do.
+    /// CIDEr-D (plus the weighted BLEU-n and METEOR) of a caption (word ids) against the
+    /// references of training image `image`; for CIDEr-D and BLEU, `finished` captions (ended by
+    /// `<end>`) carry the end token, as the references do.
     fn reward(
         &self,
         vocab: &Vocab,
@@ -109,15 +135,22 @@ impl Scst {
             TrainError::Data(format!("training image index {image} out of range"))
         })?;
         let mut text = tokenize(&vocab.decode(tokens));
+        let meteor = match &self.meteor {
+            Some((scorer, all)) => {
+                let refs = all.get(image).map_or(&[][..], Vec::as_slice);
+                self.cfg.meteor_weight * scorer.score(refs, &text)
+            }
+            None => 0.0,
+        };
         if finished {
             text.push(' ');
             text.push_str(EOS);
         }
-        let cider = self.cider.score(&text, refs);
-        Ok(match self.bleu_refs.get(image) {
-            Some(bleu) => cider + self.cfg.bleu_weight * bleu.score(&text)[self.cfg.bleu_order - 1],
-            None => cider,
-        })
+        let bleu = match self.bleu_refs.get(image) {
+            Some(bleu) => self.cfg.bleu_weight * bleu.score(&text)[self.cfg.bleu_order - 1],
+            None => 0.0,
+        };
+        Ok(self.cider.score(&text, refs) + bleu + meteor)
     }
 
     /// One SCST step over the images `images` (training split indices) whose features are
@@ -169,10 +202,12 @@ impl Scst {
             .into_iter()
             .map(|h| h.into_iter().next().unwrap_or_else(empty_hypothesis))
             .collect();
-        let mut rewards = Vec::with_capacity(b * k);
-        for (row, h) in samples.iter().enumerate() {
-            rewards.push(self.reward(vocab, &h.tokens, h.finished, images[row / k])?);
-        }
+        // Each reward is independent of the others (METEOR's alignment is the costly part).
+        let rewards = samples
+            .par_iter()
+            .enumerate()
+            .map(|(row, h)| self.reward(vocab, &h.tokens, h.finished, images[row / k]))
+            .collect::<Result<Vec<f64>, TrainError>>()?;
         let mut greedy_mean = None;
         let baselines: Vec<f64> = match self.cfg.baseline {
             Baseline::Greedy => {
@@ -343,6 +378,39 @@ mod tests {
             s.reward(&vocab, &plain, true, 0).unwrap() - s.reward(&vocab, &padded, true, 0).unwrap()
         };
         assert!(bleu_loss(&mixed) > bleu_loss(&cider_only));
+    }
+
+    #[test]
+    fn a_meteor_term_scores_the_caption_without_the_end_token() {
+        let train = two_images();
+        let vocab = Vocab::from_words(CAPTIONS.iter().flat_map(|c| c.split(' ')));
+        let tables =
+            || Meteor::from_tables("a\nin\nis\nthe\n", "", "", "", "").expect("tiny tables");
+        let cfg = ScstConfig {
+            meteor_weight: 2.0,
+            ..ScstConfig::default()
+        };
+        let cider_only = Scst::new(&ScstConfig::default(), &train).unwrap();
+        let mixed = Scst::with_meteor(&cfg, &train, Some(tables())).unwrap();
+        for (caption, finished) in [("a man in a blue shirt", true), ("a man is running", false)] {
+            let tokens = vocab.encode(caption);
+            let meteor = tables().score(&CAPTIONS, caption);
+            let cider = cider_only.reward(&vocab, &tokens, finished, 0).unwrap();
+            let r = mixed.reward(&vocab, &tokens, finished, 0).unwrap();
+            assert!(meteor > 0.2, "{caption}: {meteor}");
+            assert!((r - (cider + 2.0 * meteor)).abs() < 1e-12, "{caption}: {r}");
+        }
+        // Without data the preset's METEOR term is an error that says what is missing.
+        let cfg = ScstConfig {
+            meteor_weight: 1.0,
+            meteor_data: "/nonexistent/meteor".into(),
+            ..ScstConfig::default()
+        };
+        let e = Scst::new(&cfg, &train).err().expect("no data").to_string();
+        assert!(
+            e.contains("meteor_weight") && e.contains("/nonexistent/meteor"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -411,11 +411,13 @@ pub fn train(
     let batcher = data.train_batcher(&preset.data, t.batch_size, sampling, t.seed)?;
     let mut scst = match &preset.scst {
         Some(s) => {
-            let reward = if s.bleu_weight > 0.0 {
-                format!("CIDEr-D + {} x BLEU-{}", s.bleu_weight, s.bleu_order)
-            } else {
-                "CIDEr-D".to_owned()
-            };
+            let mut reward = "CIDEr-D".to_owned();
+            if s.bleu_weight > 0.0 {
+                reward += &format!(" + {} x BLEU-{}", s.bleu_weight, s.bleu_order);
+            }
+            if s.meteor_weight > 0.0 {
+                reward += &format!(" + {} x METEOR", s.meteor_weight);
+            }
             observer.note(&format!(
                 "self-critical fine-tuning of {}: {} samples per image (temperature {}, up to {} \
                  words), {:?} baseline, {reward} reward over {} training images",
