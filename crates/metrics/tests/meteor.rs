@@ -288,6 +288,21 @@ fn paraphrase_module() {
 }
 
 #[test]
+fn prepared_references_score_many_candidates_as_the_plain_call_does() {
+    let m = tiny();
+    // One line with two `|||` parts, as the jar splits it: each part is a reference.
+    let refs = m.prepare(&["the dogs running ||| a dog runs"]);
+    assert!((m.score_prepared(&refs, "a dog runs") - 1.0).abs() < 1e-12);
+    let want: f64 = (0.75 * (0.6 + 0.8) + 0.25) / 1.75;
+    assert!((m.score_prepared(&refs, "the hound runs") - want).abs() < 1e-12);
+    assert_eq!(
+        m.stats_prepared(&refs, "the hound runs").to_array(),
+        stats(&m, &["the dogs running", "a dog runs"], "the hound runs")
+    );
+    assert_eq!(m.score_prepared(&m.prepare::<&str>(&[]), "a dog"), 0.0);
+}
+
+#[test]
 fn fragmentation_penalty() {
     let m = tiny();
     let s = m.stats(&["x y z w"], "z w x y");

@@ -27,7 +27,7 @@ use captioner_data::{Dataset, Vocab};
 use captioner_decode::model::{END_ID, PAD_ID, START_ID};
 use captioner_decode::{Decoder, Features, PassOptions, PassStats, TeacherBatch};
 use captioner_generate::{generate, GenerateConfig, Hypothesis, Strategy};
-use captioner_metrics::meteor::Meteor;
+use captioner_metrics::meteor::{Meteor, MeteorReferences};
 use captioner_metrics::tokenizer::{tokenize, tokenize_all};
 use captioner_metrics::{BleuReferences, CiderD, PreparedRefs};
 use rand::Rng;
@@ -49,9 +49,9 @@ pub(crate) struct Scst {
     refs: Vec<PreparedRefs>,
     /// Empty unless the reward mixes in BLEU.
     bleu_refs: Vec<BleuReferences>,
-    /// The scorer and every training image's tokenised references (no end token), when the
-    /// reward mixes in METEOR.
-    meteor: Option<(Meteor, Vec<Vec<String>>)>,
+    /// The scorer and every training image's references (tokenised, no end token, prepared
+    /// once), when the reward mixes in METEOR.
+    meteor: Option<(Meteor, Vec<MeteorReferences>)>,
     pooled: Vec<f32>,
     spatial: Vec<f32>,
 }
@@ -101,7 +101,10 @@ impl Scst {
             .iter()
             .map(|r| r.iter().map(|r| format!("{r} {EOS}")).collect())
             .collect();
-        let meteor = meteor.map(|m| (m, tokenized));
+        let meteor = meteor.map(|m| {
+            let prepared = tokenized.iter().map(|r| m.prepare(r)).collect();
+            (m, prepared)
+        });
         let cider = CiderD::from_references(&refs)
             .map_err(|e| TrainError::Data(format!("[scst] CIDEr-D document frequencies: {e}")))?;
         let bleu_refs = if cfg.bleu_weight > 0.0 {
@@ -136,10 +139,9 @@ impl Scst {
         })?;
         let mut text = tokenize(&vocab.decode(tokens));
         let meteor = match &self.meteor {
-            Some((scorer, all)) => {
-                let refs = all.get(image).map_or(&[][..], Vec::as_slice);
-                self.cfg.meteor_weight * scorer.score(refs, &text)
-            }
+            Some((scorer, all)) => all.get(image).map_or(0.0, |refs| {
+                self.cfg.meteor_weight * scorer.score_prepared(refs, &text)
+            }),
             None => 0.0,
         };
         if finished {

@@ -226,6 +226,12 @@ pub struct MeteorScores {
     pub stats: Vec<MeteorStats>,
 }
 
+/// One image's references as [`Meteor::prepare`] leaves them.
+#[derive(Clone, Debug)]
+pub struct MeteorReferences {
+    sentences: Vec<Sentence>,
+}
+
 /// METEOR 1.5 English with its data loaded. Loading takes a few seconds (the paraphrase
 /// table); scoring is thread-safe.
 ///
@@ -313,21 +319,35 @@ impl Meteor {
         Sentence::new(self.normalize(caption), &self.res, &self.stemmer)
     }
 
+    /// One image's tokenised references, normalised and looked up once, for scoring many
+    /// candidates against them (as a self-critical reward does) with [`Meteor::stats_prepared`].
+    pub fn prepare<S: AsRef<str>>(&self, references: &[S]) -> MeteorReferences {
+        // The jar splits each reference line at `|||` and trims the parts.
+        let sentences = references
+            .iter()
+            .flat_map(|r| r.as_ref().split("|||"))
+            .map(|part| self.sentence(normalize::java_trim(part)))
+            .collect();
+        MeteorReferences { sentences }
+    }
+
     /// Statistics of one candidate against its references (`SCORE`), all *tokenised* as
     /// pycocoevalcap hands them over ([`crate::tokenizer`]).
     pub fn stats<S: AsRef<str>>(&self, references: &[S], candidate: &str) -> MeteorStats {
-        // meteor.py drops `|||` from the hypothesis; the jar splits the line at `|||` and trims.
+        self.stats_prepared(&self.prepare(references), candidate)
+    }
+
+    /// [`Meteor::stats`] against references made by [`Meteor::prepare`].
+    pub fn stats_prepared(&self, references: &MeteorReferences, candidate: &str) -> MeteorStats {
+        // meteor.py drops `|||` from the hypothesis.
         let hyp = candidate.replace("|||", "");
         let hyp = self.sentence(normalize::java_trim(&hyp));
         let mut best: Option<(f64, MeteorStats)> = None;
-        for r in references {
-            for part in r.as_ref().split("|||") {
-                let reference = self.sentence(normalize::java_trim(part));
-                let stats = self.pair_stats(&hyp, &reference);
-                let score = stats.score();
-                if best.as_ref().is_none_or(|(b, _)| score > *b) {
-                    best = Some((score, stats));
-                }
+        for reference in &references.sentences {
+            let stats = self.pair_stats(&hyp, reference);
+            let score = stats.score();
+            if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                best = Some((score, stats));
             }
         }
         best.map(|(_, s)| s).unwrap_or_default()
@@ -336,6 +356,11 @@ impl Meteor {
     /// Per-image METEOR of one candidate against its tokenised references.
     pub fn score<S: AsRef<str>>(&self, references: &[S], candidate: &str) -> f64 {
         self.stats(references, candidate).score()
+    }
+
+    /// [`Meteor::score`] against references made by [`Meteor::prepare`].
+    pub fn score_prepared(&self, references: &MeteorReferences, candidate: &str) -> f64 {
+        self.stats_prepared(references, candidate).score()
     }
 
     fn pair_stats(&self, hyp: &Sentence, reference: &Sentence) -> MeteorStats {
