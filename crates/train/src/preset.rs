@@ -73,6 +73,14 @@ pub struct ScstConfig {
     pub meteor_weight: f64,
     /// That data folder (pycocoevalcap's `meteor/`); empty means `$CAPTIONER_METEOR_DATA`.
     pub meteor_data: String,
+    /// Apply the decoder's dropout in the policy-gradient pass, as phase 1 does in its
+    /// cross-entropy pass (sampling always runs without it). Off, the fine-tune has no
+    /// regulariser at all.
+    pub dropout: bool,
+    /// Weight of a cross-entropy term on one reference caption of each image (with dropout, as
+    /// in phase 1) added to the policy-gradient objective (0 = none): the "mixed" objective of
+    /// Paulus et al. (ICLR 2018), which keeps the fine-tuned model near the references' language.
+    pub xe_weight: f32,
 }
 
 impl Default for ScstConfig {
@@ -87,6 +95,8 @@ impl Default for ScstConfig {
             bleu_order: 4,
             meteor_weight: 0.0,
             meteor_data: String::new(),
+            dropout: false,
+            xe_weight: 0.0,
         }
     }
 }
@@ -354,6 +364,12 @@ impl Preset {
                     s.bleu_weight
                 ));
             }
+            if !(s.xe_weight.is_finite() && s.xe_weight >= 0.0) {
+                return Err(format!(
+                    "[scst] xe_weight must be finite and >= 0, got {}",
+                    s.xe_weight
+                ));
+            }
             if !(s.meteor_weight.is_finite() && s.meteor_weight >= 0.0) {
                 return Err(format!(
                     "[scst] meteor_weight must be finite and >= 0, got {}",
@@ -471,13 +487,17 @@ mod tests {
             (s.samples, s.baseline, s.max_words, s.temperature),
             (5, Baseline::Greedy, 16, 1.0)
         );
-        assert_eq!((s.bleu_weight, s.bleu_order), (0.0, 4));
+        assert_eq!(
+            (s.bleu_weight, s.bleu_order, s.dropout, s.xe_weight),
+            (0.0, 4, false, 0.0)
+        );
         let again = Preset::from_toml(&p.to_toml(), Path::new("t.toml")).unwrap();
         assert_eq!(again, p);
         let p = Preset::from_toml(
             &format!(
                 "{SCST}samples = 3\nbaseline = \"mean\"\nmax_words = 12\ntemperature = 0.7\n\
-                 bleu_weight = 0.5\nbleu_order = 1\nmeteor_weight = 2.0\nmeteor_data = \"m\"\n"
+                 bleu_weight = 0.5\nbleu_order = 1\nmeteor_weight = 2.0\nmeteor_data = \"m\"\n\
+                 dropout = true\nxe_weight = 0.1\n"
             ),
             Path::new("s.toml"),
         )
@@ -489,11 +509,14 @@ mod tests {
         );
         assert_eq!((s.bleu_weight, s.bleu_order), (0.5, 1));
         assert_eq!((s.meteor_weight, s.meteor_data.as_str()), (2.0, "m"));
+        assert!(s.dropout);
+        assert_eq!(s.xe_weight, 0.1);
         for (bad, key) in [
             ("bleu_order = 5", "bleu_order"),
             ("bleu_order = 0", "bleu_order"),
             ("bleu_weight = -1.0", "bleu_weight"),
             ("meteor_weight = nan", "meteor_weight"),
+            ("xe_weight = -0.1", "xe_weight"),
         ] {
             let e = Preset::from_toml(&format!("{SCST}{bad}\n"), Path::new("s.toml"))
                 .unwrap_err()

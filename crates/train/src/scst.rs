@@ -17,9 +17,11 @@
 //! 4. feeds the samples back through the decoder's teacher-forced pass with the advantages
 //!    `r - b` as per-caption weights ([`TeacherBatch::weights`]), which minimises
 //!    `-Σ_i (r_i - b_i) Σ_t log p(w_{i,t})` (`<end>` included when sampled) divided by the number
-//!    of sampled tokens. That pass runs without dropout too, so its log-probabilities are those
-//!    the samples were drawn from, and without `sat`'s attention regulariser (weighted passes
-//!    leave it out).
+//!    of sampled tokens. By default that pass runs without dropout too, so its log-probabilities
+//!    are those the samples were drawn from; with `[scst] dropout` it applies the decoder's
+//!    dropout, as phase 1's cross-entropy pass does, and so maximises the advantage-weighted
+//!    log-likelihood averaged over dropout masks. It never adds `sat`'s attention regulariser
+//!    (weighted passes leave it out).
 
 use crate::preset::{Baseline, ScstConfig};
 use crate::TrainError;
@@ -265,7 +267,7 @@ impl Scst {
         };
         let opts = PassOptions {
             label_smoothing: 0.0,
-            train: false,
+            train: self.cfg.dropout,
         };
         let pass = decoder.forward(&rep, &batch, &opts, true, rng)?;
         Ok(ScstStats {
@@ -413,6 +415,55 @@ mod tests {
             e.contains("meteor_weight") && e.contains("/nonexistent/meteor"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn dropout_changes_the_policy_gradient_pass_but_not_the_samples() {
+        use captioner_decode::{DecoderConfig, ModelDims};
+        use rand::SeedableRng;
+        let train = two_images();
+        let vocab = Vocab::from_words(CAPTIONS.iter().flat_map(|c| c.split(' ')));
+        let dims = ModelDims {
+            vocab: vocab.len(),
+            feature_dim: 6,
+            cells: 4,
+        };
+        let model: DecoderConfig = toml::from_str(
+            "kind = \"sat\"\nembed = 8\nhidden = 10\nattention = 6\ndropout = 0.5\nalpha_c = 1.0",
+        )
+        .unwrap();
+        let mut init = ChaCha8Rng::seed_from_u64(3);
+        let pooled: Vec<f32> = (0..12).map(|_| init.random_range(-1.0..1.0)).collect();
+        let spatial: Vec<f32> = (0..48).map(|_| init.random_range(-1.0..1.0)).collect();
+        let feats = Features {
+            batch: 2,
+            dim: 6,
+            pooled: &pooled,
+            spatial: Some(&spatial),
+            cells: 4,
+        };
+        let run = |dropout: bool| {
+            let cfg = ScstConfig {
+                baseline: Baseline::Mean,
+                dropout,
+                ..ScstConfig::default()
+            };
+            let mut scst = Scst::new(&cfg, &train).unwrap();
+            let mut decoder = model.build(dims, 1).unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(9);
+            scst.step(&mut *decoder, &vocab, &feats, &[0, 1], &mut rng)
+                .unwrap()
+        };
+        let (plain, again, dropped) = (run(false), run(true), run(true));
+        let plain_again = run(false);
+        // Sampling never uses dropout: the same samples earn the same rewards either way.
+        assert_eq!(plain.reward, dropped.reward);
+        assert_eq!(plain.baseline, dropped.baseline);
+        // The weighted pass does: with dropout its loss differs from the plain one, and each
+        // setting is reproducible from the same seed.
+        assert_eq!(plain.pass.loss, plain_again.pass.loss);
+        assert_eq!(again.pass.loss, dropped.pass.loss);
+        assert_ne!(plain.pass.loss, dropped.pass.loss);
     }
 
     #[test]

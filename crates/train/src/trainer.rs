@@ -402,7 +402,8 @@ pub fn train(
     let mut views = Vec::new();
     let val_src = FeatureSource::new(&cache, &data.val, spatial)?;
     let t = &preset.train;
-    // SCST steps are over images (each once per epoch); the captions of the batch go unused.
+    // SCST steps are over images (each once per epoch); the batch's one caption per image is
+    // used only by the `xe_weight` term.
     let sampling = if preset.scst.is_some() {
         Sampling::OnePerImage
     } else {
@@ -418,9 +419,19 @@ pub fn train(
             if s.meteor_weight > 0.0 {
                 reward += &format!(" + {} x METEOR", s.meteor_weight);
             }
+            let mut extras = String::new();
+            if s.xe_weight > 0.0 {
+                extras += &format!(
+                    "; plus {} x the cross-entropy of a reference caption per image",
+                    s.xe_weight
+                );
+            }
+            if s.dropout {
+                extras += "; dropout in the policy-gradient pass";
+            }
             observer.note(&format!(
                 "self-critical fine-tuning of {}: {} samples per image (temperature {}, up to {} \
-                 words), {:?} baseline, {reward} reward over {} training images",
+                 words), {:?} baseline, {reward} reward over {} training images{extras}",
                 s.init,
                 s.samples,
                 s.temperature,
@@ -620,6 +631,17 @@ pub fn train(
             let (stats, rewards) = match scst.as_mut() {
                 Some(sc) => {
                     let r = sc.step(&mut *decoder, &data.vocab, &feats, &batch.images, &mut rng)?;
+                    let xe_weight = preset.scst.as_ref().map_or(0.0, |s| s.xe_weight);
+                    if xe_weight > 0.0 {
+                        // The batch holds one reference caption per image; its cross-entropy,
+                        // scaled, accumulates into the same gradients.
+                        let weights = vec![xe_weight; batch.batch];
+                        let gold = TeacherBatch {
+                            weights: Some(&weights),
+                            ..teacher(&batch)
+                        };
+                        decoder.forward(&feats, &gold, &opts, true, &mut rng)?;
+                    }
                     (r.pass, Some(r))
                 }
                 None => {

@@ -286,3 +286,46 @@ fn scst_with_the_mean_baseline_runs_and_a_wrong_init_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_cross_entropy_term_holds_the_fine_tune_near_the_references() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, cache) = fixture(tmp.path());
+    let base = tmp.path().join("base");
+    train(
+        &preset(&data, &cache, "", 2, 0.01),
+        &RunOptions {
+            run_dir: base.clone(),
+            ..RunOptions::default()
+        },
+        &mut NullObserver,
+    )
+    .unwrap();
+    // Validation loss is the references' cross-entropy: the policy gradient alone drifts away
+    // from it, the mixed objective much less.
+    let val_loss_after = |extra: &str, name: &str| {
+        let scst = format!(
+            "[scst]\ninit = \"{}\"\nsamples = 4\nbaseline = \"mean\"\nmax_words = 6\n\
+             temperature = 1.0\n{extra}",
+            base.join("best").display()
+        );
+        let run = tmp.path().join(name);
+        train(
+            &preset(&data, &cache, &scst, 3, 3e-2),
+            &RunOptions {
+                run_dir: run.clone(),
+                ..RunOptions::default()
+            },
+            &mut NullObserver,
+        )
+        .unwrap();
+        let epochs = records(&run, "epoch");
+        epochs.last().unwrap()["val_loss"].as_f64().unwrap()
+    };
+    let plain = val_loss_after("", "plain");
+    let mixed = val_loss_after("xe_weight = 1.0", "mixed");
+    assert!(
+        mixed < plain,
+        "mixed {mixed} vs policy gradient alone {plain}"
+    );
+}
