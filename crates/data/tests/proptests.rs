@@ -160,11 +160,13 @@ proptest! {
         seed in any::<u64>(),
         epoch in 0u64..1000,
         all_pairs in any::<bool>(),
+        length_sort_window in 0usize..5,
+        drop_last in any::<bool>(),
     ) {
         let caps: Vec<Vec<Vec<u32>>> = sizes.iter().enumerate()
             .map(|(i, &n)| (0..n).map(|j| vec![4 + i as u32; j + 1]).collect()).collect();
         let mode = if all_pairs { SamplingMode::AllPairs } else { SamplingMode::OneCaptionPerImage };
-        let cfg = BatchConfig { batch_size, mode, seed, ..Default::default() };
+        let cfg = BatchConfig { batch_size, mode, seed, length_sort_window, drop_last, ..Default::default() };
         let Ok(b) = Batcher::new(caps.clone(), cfg) else {
             prop_assert!(sizes.iter().all(|&n| n == 0));
             return Ok(());
@@ -172,7 +174,17 @@ proptest! {
         let batches: Vec<_> = b.epoch(epoch).collect();
         prop_assert_eq!(batches.len(), b.batches_per_epoch());
         let rows: usize = batches.iter().map(|x| x.batch).sum();
-        prop_assert_eq!(rows, b.examples_per_epoch());
+        let n = b.examples_per_epoch();
+        prop_assert_eq!(rows, if drop_last { n - n % batch_size } else { n });
+        prop_assert!(batches.iter().all(|x| x.batch == batch_size || (!drop_last && x.index + 1 == batches.len())));
+        if all_pairs && !drop_last {
+            let mut seen: Vec<(usize, usize)> = batches.iter()
+                .flat_map(|x| x.images.iter().copied().zip(x.captions.iter().copied())).collect();
+            seen.sort();
+            let every: Vec<(usize, usize)> = sizes.iter().enumerate()
+                .flat_map(|(i, &n)| (0..n).map(move |j| (i, j))).collect();
+            prop_assert_eq!(seen, every);
+        }
         for (k, batch) in batches.iter().enumerate() {
             let again = b.batch(epoch, k);
             prop_assert_eq!(again.as_ref(), Some(batch));

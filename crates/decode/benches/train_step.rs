@@ -477,6 +477,7 @@ fn sat_bench(iters: usize) -> Result<(), captioner_decode::DecodeError> {
         inputs: &inputs,
         targets: &targets,
         weights: None,
+        loss_scale: 1.0,
     };
     let opts = PassOptions {
         label_smoothing: 0.0,

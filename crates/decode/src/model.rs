@@ -95,6 +95,11 @@ pub struct TeacherBatch<'a> {
     /// still divided by the number of valid target tokens. `None` is weight 1 everywhere and
     /// gives exactly the unweighted pass.
     pub weights: Option<&'a [f32]>,
+    /// Multiplies the whole cross-entropy (loss and gradient; not regularisers such as the
+    /// doubly-stochastic attention penalty), positive and finite; 1 gives exactly the unscaled
+    /// pass. The trainer sets it to a length-sorted batch's share of an epoch's tokens, so that
+    /// every token weighs the same whatever the length of its batch's captions.
+    pub loss_scale: f32,
 }
 
 impl<'a> TeacherBatch<'a> {
@@ -106,19 +111,33 @@ impl<'a> TeacherBatch<'a> {
             inputs,
             targets,
             weights: None,
+            loss_scale: 1.0,
         }
     }
 
+    /// Row `b`'s weight times [`TeacherBatch::loss_scale`]; `None` when both are 1.
+    fn scaled_row_weights(&self) -> Option<Vec<f32>> {
+        if self.weights.is_none() && self.loss_scale == 1.0 {
+            return None;
+        }
+        Some(match self.weights {
+            Some(w) => w.iter().map(|&x| x * self.loss_scale).collect(),
+            None => vec![self.loss_scale; self.batch],
+        })
+    }
+
     /// Per-token-position weights in time-major order (`[T, B]`, position `t * B + b` gets
-    /// `weights[b]`), as the recurrent decoders lay out their rows; `None` when unweighted.
+    /// `weights[b] * loss_scale`), as the recurrent decoders lay out their rows; `None` when
+    /// unweighted and unscaled.
     pub fn time_major_weights(&self) -> Option<Vec<f32>> {
-        let w = self.weights?;
+        let w = self.scaled_row_weights()?;
         Some((0..self.time).flat_map(|_| w.iter().copied()).collect())
     }
 
-    /// Per-token-position weights in row-major order (`[B, T]`); `None` when unweighted.
+    /// Per-token-position weights in row-major order (`[B, T]`); `None` when unweighted and
+    /// unscaled.
     pub fn row_major_weights(&self) -> Option<Vec<f32>> {
-        let w = self.weights?;
+        let w = self.scaled_row_weights()?;
         Some(
             w.iter()
                 .flat_map(|&x| std::iter::repeat_n(x, self.time))
@@ -153,6 +172,12 @@ impl TeacherBatch<'_> {
                     "sequence weight {bad} is not finite"
                 )));
             }
+        }
+        if !(self.loss_scale.is_finite() && self.loss_scale > 0.0) {
+            return Err(DecodeError::Shape(format!(
+                "loss scale {} is not a positive finite number",
+                self.loss_scale
+            )));
         }
         if let Some(&bad) = self
             .inputs

@@ -78,6 +78,7 @@ impl Data {
             inputs: &self.inputs,
             targets: &self.targets,
             weights: None,
+            loss_scale: 1.0,
         }
     }
 }
@@ -311,6 +312,7 @@ fn training_lowers_the_loss() {
         inputs: &inputs,
         targets: &targets,
         weights: None,
+        loss_scale: 1.0,
     };
     let mut m = Sat::new(&tiny_cfg(0.1, 0.5), dims(), 8).unwrap();
     let mut opt = Adam::new(m.params().len(), AdamConfig::adam(3e-2));
@@ -443,6 +445,7 @@ fn a_pass_after_a_larger_batch_matches_a_fresh_model() {
         inputs: &inputs,
         targets: &targets,
         weights: None,
+        loss_scale: 1.0,
     };
     let run = |m: &mut Sat| {
         m.params_mut().zero_grads();

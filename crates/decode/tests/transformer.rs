@@ -108,6 +108,7 @@ fn teacher<'a>(inputs: &'a [u32], targets: &'a [u32]) -> TeacherBatch<'a> {
         inputs,
         targets,
         weights: None,
+        loss_scale: 1.0,
     }
 }
 
@@ -431,6 +432,7 @@ fn builds_through_config_with_pytorch_names_and_checks_inputs() {
         inputs: &long_in,
         targets: &long_in,
         weights: None,
+        loss_scale: 1.0,
     };
     assert!(m.forward(&img.feats(), &long, &o, false, &mut rng).is_err());
 }
@@ -455,6 +457,7 @@ fn training_lowers_the_loss() {
         inputs: &inputs,
         targets: &targets,
         weights: None,
+        loss_scale: 1.0,
     };
     let eval = PassOptions::default();
     let train = PassOptions {
@@ -526,6 +529,7 @@ fn time_training_step() {
         inputs: &inputs,
         targets: &targets,
         weights: None,
+        loss_scale: 1.0,
     };
     let opts = PassOptions {
         label_smoothing: 0.1,

@@ -7,7 +7,9 @@ use captioner_decode::kernels::softmax_xent::{
     linear_xent, linear_xent_weighted, linear_xent_weighted_ref, XentConfig, XentDims, XentGrads,
     XentWorkspace,
 };
-use captioner_decode::{Decoder, DecoderConfig, Features, ModelDims, PassOptions, TeacherBatch};
+use captioner_decode::{
+    Decoder, DecoderConfig, Features, ModelDims, PassOptions, PassStats, TeacherBatch,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -321,6 +323,18 @@ fn pass(
     rows: &[usize],
     weights: Option<&[f32]>,
 ) -> (f64, usize, Vec<f32>) {
+    let (st, grads) = scaled_pass(m, c, rows, weights, 1.0);
+    (st.loss as f64 + st.regulariser as f64, st.tokens, grads)
+}
+
+/// `(stats, gradients)` of one pass with `loss_scale`.
+fn scaled_pass(
+    m: &mut dyn Decoder,
+    c: &Caps,
+    rows: &[usize],
+    weights: Option<&[f32]>,
+    loss_scale: f32,
+) -> (PassStats, Vec<f32>) {
     let pick = |src: &[f32], w: usize| -> Vec<f32> {
         rows.iter()
             .flat_map(|&r| src[r * w..(r + 1) * w].iter().copied())
@@ -346,6 +360,7 @@ fn pass(
         inputs: &inputs,
         targets: &targets,
         weights,
+        loss_scale,
     };
     let opts = PassOptions {
         label_smoothing: 0.0,
@@ -354,11 +369,7 @@ fn pass(
     m.params_mut().zero_grads();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let st = m.forward(&feats, &batch, &opts, true, &mut rng).unwrap();
-    (
-        st.loss as f64 + st.regulariser as f64,
-        st.tokens,
-        m.params().grads.clone(),
-    )
+    (st, m.params().grads.clone())
 }
 
 /// The weighted pass of `weighted` equals `Σ_b w_b n_b (pass of row b alone) / N` computed with
@@ -441,6 +452,52 @@ fn transformer_honours_weights() {
     check_weighted_pass(&mut *build(j), &mut *build(j));
 }
 
+/// `loss_scale = 2.5` multiplies the cross-entropy's loss and gradient, whose gradient is that of
+/// `xent_only` (the same weights without regularisers), and leaves any regulariser as it is.
+fn check_loss_scale(m: &mut dyn Decoder, xent_only: &mut dyn Decoder) {
+    let c = caps(5);
+    let all = [0, 1, 2];
+    let (one, g1) = scaled_pass(m, &c, &all, None, 1.0);
+    let (scaled, g2) = scaled_pass(m, &c, &all, None, 2.5);
+    let (_, gx) = scaled_pass(xent_only, &c, &all, None, 1.0);
+    let kind = m.kind();
+    assert!(
+        (scaled.loss - 2.5 * one.loss).abs() < 1e-5 * (1.0 + one.loss),
+        "{kind}: loss {} vs 2.5 x {}",
+        scaled.loss,
+        one.loss
+    );
+    assert_eq!(scaled.regulariser, one.regulariser, "{kind}");
+    // g(2.5) - g(1) = 1.5 g_xent.
+    let diff: Vec<f32> = g2.iter().zip(&g1).map(|(a, b)| a - b).collect();
+    let expected: Vec<f64> = gx.iter().map(|&g| 1.5 * g as f64).collect();
+    let largest = expected.iter().fold(0f64, |a, g| a.max(g.abs()));
+    assert!(largest > 1e-3, "{kind}: no gradient to compare");
+    let worst = max_abs_diff(&diff, &expected);
+    assert!(
+        worst < 1e-4 * (1.0 + largest),
+        "{kind}: scaled gradients off by {worst} (largest {largest})"
+    );
+}
+
+#[test]
+fn loss_scale_multiplies_the_cross_entropy_and_not_the_attention_regulariser() {
+    let sat = |alpha_c: f32| {
+        build(&format!(
+            r#"{{"kind":"sat","embed":4,"hidden":5,"attention":3,"dropout":0.5,"alpha_c":{alpha_c}}}"#
+        ))
+    };
+    let (mut with_reg, mut xent_only) = (sat(1.0), sat(0.0));
+    check_loss_scale(&mut *with_reg, &mut *xent_only);
+    for j in [
+        r#"{"kind":"gru-init","embed":4,"hidden":5,"layers":2,"dropout":0.3}"#,
+        r#"{"kind":"merge-lstm","embed":5,"hidden":5,"proj":3,"dropout":0.3}"#,
+        r#"{"kind":"transformer","d_model":8,"heads":2,"layers":1,"ff":16,"dropout":0.1,"max_len":8}"#,
+    ] {
+        check_loss_scale(&mut *build(j), &mut *build(j));
+    }
+}
+
 #[test]
 fn bad_weights_are_shape_errors() {
     let mut m = build(r#"{"kind":"gru-init","embed":4,"hidden":5,"layers":1}"#);
@@ -461,8 +518,17 @@ fn bad_weights_are_shape_errors() {
             inputs: &c.inputs,
             targets: &c.targets,
             weights: Some(w),
+            loss_scale: 1.0,
         };
         let e = m.forward(&feats, &batch, &opts, true, &mut rng);
         assert!(e.is_err());
+    }
+    for loss_scale in [0.0, -1.0, f32::NAN] {
+        let batch = TeacherBatch {
+            loss_scale,
+            ..TeacherBatch::new(B, T, &c.inputs, &c.targets)
+        };
+        let e = m.forward(&feats, &batch, &opts, true, &mut rng);
+        assert!(e.is_err(), "loss scale {loss_scale} accepted");
     }
 }

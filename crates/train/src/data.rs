@@ -264,8 +264,17 @@ impl TrainData {
         batch_size: usize,
         sampling: Sampling,
         seed: u64,
+        length_sort_window: usize,
     ) -> Result<Batcher, TrainError> {
-        batcher(&self.train, config, &self.vocab, batch_size, sampling, seed)
+        batcher(
+            &self.train,
+            config,
+            &self.vocab,
+            batch_size,
+            sampling,
+            seed,
+            length_sort_window,
+        )
     }
 
     /// The batcher over validation captions (all pairs, fixed order).
@@ -281,6 +290,7 @@ impl TrainData {
             batch_size,
             Sampling::AllPairs,
             0,
+            0,
         )
     }
 }
@@ -292,6 +302,7 @@ fn batcher(
     batch_size: usize,
     sampling: Sampling,
     seed: u64,
+    length_sort_window: usize,
 ) -> Result<Batcher, TrainError> {
     Batcher::from_dataset(
         ds,
@@ -306,6 +317,7 @@ fn batcher(
             seed,
             drop_last: false,
             max_words: Some(config.max_words),
+            length_sort_window,
         },
     )
     .map_err(|e| TrainError::Data(e.to_string()))

@@ -264,6 +264,7 @@ impl Scst {
             inputs: &inputs,
             targets: &targets,
             weights: Some(&weights),
+            loss_scale: 1.0,
         };
         let opts = PassOptions {
             label_smoothing: 0.0,

@@ -240,7 +240,19 @@ fn teacher(batch: &Batch) -> TeacherBatch<'_> {
         inputs: &batch.inputs,
         targets: &batch.targets,
         weights: None,
+        loss_scale: 1.0,
     }
+}
+
+/// A length-sorted batch's cross-entropy scale: its target tokens over those of an average batch
+/// of as many rows. A sorted batch of short captions holds few tokens, and its per-token mean
+/// would weigh each of them more than a random batch does; the scale makes every token of an
+/// epoch weigh the same. `None` (random batches) is 1.
+fn token_share(batch: &Batch, mean_row_tokens: Option<f64>) -> f32 {
+    mean_row_tokens.map_or(1.0, |mean| {
+        let tokens = batch.mask.iter().filter(|&&m| m > 0.0).count();
+        (tokens as f64 / (mean * batch.batch as f64)) as f32
+    })
 }
 
 struct Validation {
@@ -409,7 +421,14 @@ pub fn train(
     } else {
         t.sampling
     };
-    let batcher = data.train_batcher(&preset.data, t.batch_size, sampling, t.seed)?;
+    let batcher = data.train_batcher(
+        &preset.data,
+        t.batch_size,
+        sampling,
+        t.seed,
+        t.length_sort_window,
+    )?;
+    let mean_row_tokens = (t.length_sort_window > 1).then(|| batcher.mean_tokens_per_row());
     let mut scst = match &preset.scst {
         Some(s) => {
             let mut reward = "CIDEr-D".to_owned();
@@ -645,16 +664,19 @@ pub fn train(
                     (r.pass, Some(r))
                 }
                 None => {
-                    let gold = teacher(&batch);
+                    let gold = TeacherBatch {
+                        loss_scale: token_share(&batch, mean_row_tokens),
+                        ..teacher(&batch)
+                    };
                     let inputs = mix_inputs(&*decoder, &feats, &gold, ss_prob, &mut rng)?;
                     let mixed = TeacherBatch {
                         inputs: &inputs,
                         ..gold
                     };
-                    (
-                        decoder.forward(&feats, &mixed, &opts, true, &mut rng)?,
-                        None,
-                    )
+                    let mut stats = decoder.forward(&feats, &mixed, &opts, true, &mut rng)?;
+                    // Logged as the plain per-token mean.
+                    stats.loss /= gold.loss_scale;
+                    (stats, None)
                 }
             };
             if !stats.loss.is_finite() {
@@ -831,4 +853,29 @@ pub fn train(
         best_dir,
         last_dir,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch_of(lengths: &[usize]) -> Batch {
+        let caps: Vec<Vec<Vec<u32>>> = lengths.iter().map(|&n| vec![vec![4; n]]).collect();
+        let cfg = captioner_data::BatchConfig {
+            batch_size: lengths.len(),
+            mode: captioner_data::SamplingMode::AllPairs,
+            ..Default::default()
+        };
+        let b = Batcher::new(caps, cfg).unwrap();
+        b.batch(0, 0).unwrap()
+    }
+
+    #[test]
+    fn token_share_weighs_a_sorted_batch_by_its_tokens() {
+        // 2 rows of 3 and 5 tokens (words + <end>) against rows of 2 tokens on average.
+        let batch = batch_of(&[2, 4]);
+        assert_eq!(token_share(&batch, Some(2.0)), 2.0);
+        assert_eq!(token_share(&batch, Some(8.0)), 0.5);
+        assert_eq!(token_share(&batch, None), 1.0);
+    }
 }

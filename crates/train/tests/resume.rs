@@ -191,6 +191,14 @@ fn scheduled_sampling_trains_on_other_inputs_and_resumes_bit_identically() {
     assert!(sampled != forced, "scheduled sampling changed nothing");
 }
 
+#[test]
+fn length_sorted_batches_train_on_other_batches_and_resume_bit_identically() {
+    // 32 captions in batches of 8: a window of 2 batches sorts each half of the epoch.
+    let sorted = check_resume_is_bit_identical_with(SMALL_SAT, |p| p.train.length_sort_window = 2);
+    let random = check_resume_is_bit_identical_with(SMALL_SAT, |_| {});
+    assert!(sorted != random, "length_sort_window changed nothing");
+}
+
 /// A second feature cache of the fixture's 24 images (as `captioner extract --flip` makes), with
 /// other random features and `dim` channels.
 fn other_view(dir: &Path, dim: usize) -> PathBuf {

@@ -61,6 +61,7 @@ pub fn teacher<'a>(inputs: &'a [u32], targets: &'a [u32]) -> TeacherBatch<'a> {
         inputs,
         targets,
         weights: None,
+        loss_scale: 1.0,
     }
 }
 
@@ -324,6 +325,7 @@ pub fn time_training_step(name: &str, m: &mut dyn Decoder, v: usize, f: usize) {
         inputs: &inputs,
         targets: &targets,
         weights: None,
+        loss_scale: 1.0,
     };
     let opts = PassOptions {
         label_smoothing: 0.0,
