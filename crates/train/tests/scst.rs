@@ -86,15 +86,12 @@ fn records(run: &Path, kind: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn scst_fine_tunes_logs_rewards_and_resumes_bit_identically() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (data, cache) = fixture(tmp.path());
-    // The model to start from: two epochs of ordinary training.
-    let base = tmp.path().join("base");
-    let p = preset(&data, &cache, "", 2, 0.01);
+/// Trains the model to fine-tune from, `epochs` of ordinary training in `dir/base`; returns its
+/// `best` bundle.
+fn train_base(dir: &Path, data: &Path, cache: &Path, epochs: u32) -> PathBuf {
+    let base = dir.join("base");
     train(
-        &p,
+        &preset(data, cache, "", epochs, 0.01),
         &RunOptions {
             run_dir: base.clone(),
             ..RunOptions::default()
@@ -102,7 +99,14 @@ fn scst_fine_tunes_logs_rewards_and_resumes_bit_identically() {
         &mut NullObserver,
     )
     .unwrap();
-    let init = base.join("best");
+    base.join("best")
+}
+
+#[test]
+fn scst_fine_tunes_logs_rewards_and_resumes_bit_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, cache) = fixture(tmp.path());
+    let init = train_base(tmp.path(), &data, &cache, 2);
     let scst = format!(
         "[scst]\ninit = \"{}\"\nsamples = 3\nbaseline = \"greedy\"\nmax_words = 6\ntemperature = 1.0",
         init.display()
@@ -214,19 +218,10 @@ fn scst_fine_tunes_logs_rewards_and_resumes_bit_identically() {
 fn scst_with_the_mean_baseline_runs_and_a_wrong_init_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, cache) = fixture(tmp.path());
-    let base = tmp.path().join("base");
-    train(
-        &preset(&data, &cache, "", 1, 0.01),
-        &RunOptions {
-            run_dir: base.clone(),
-            ..RunOptions::default()
-        },
-        &mut NullObserver,
-    )
-    .unwrap();
+    let best = train_base(tmp.path(), &data, &cache, 1);
     let scst = format!(
         "[scst]\ninit = \"{}\"\nsamples = 4\nbaseline = \"mean\"\nmax_words = 5\ntemperature = 0.8",
-        base.join("best").display()
+        best.display()
     );
     let run = tmp.path().join("mean");
     let out = train(
@@ -271,10 +266,10 @@ fn scst_with_the_mean_baseline_runs_and_a_wrong_init_is_refused() {
     let old = tmp.path().join("old-bundle");
     std::fs::create_dir(&old).unwrap();
     for file in ["model.safetensors", "tokenizer.json"] {
-        std::fs::copy(base.join("best").join(file), old.join(file)).unwrap();
+        std::fs::copy(best.join(file), old.join(file)).unwrap();
     }
     let mut config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(base.join("best/config.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(best.join("config.json")).unwrap()).unwrap();
     config["encoder"]
         .as_object_mut()
         .unwrap()
@@ -291,23 +286,14 @@ fn scst_with_the_mean_baseline_runs_and_a_wrong_init_is_refused() {
 fn a_cross_entropy_term_holds_the_fine_tune_near_the_references() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, cache) = fixture(tmp.path());
-    let base = tmp.path().join("base");
-    train(
-        &preset(&data, &cache, "", 2, 0.01),
-        &RunOptions {
-            run_dir: base.clone(),
-            ..RunOptions::default()
-        },
-        &mut NullObserver,
-    )
-    .unwrap();
+    let best = train_base(tmp.path(), &data, &cache, 2);
     // Validation loss is the references' cross-entropy: the policy gradient alone drifts away
     // from it, the mixed objective much less.
     let val_loss_after = |extra: &str, name: &str| {
         let scst = format!(
             "[scst]\ninit = \"{}\"\nsamples = 4\nbaseline = \"mean\"\nmax_words = 6\n\
              temperature = 1.0\n{extra}",
-            base.join("best").display()
+            best.display()
         );
         let run = tmp.path().join(name);
         train(
