@@ -187,7 +187,7 @@ impl Batcher {
     /// Target tokens (kept words + `<end>`) a row of an epoch holds on average: over all pairs,
     /// or, drawing one caption per image, over images of their captions' mean.
     pub fn mean_tokens_per_row(&self) -> f64 {
-        let tokens = |i: usize, j: usize| self.kept_words((i, j)) as f64 + 1.0;
+        let tokens = |i: usize, j: usize| self.kept_caption((i, j)).len() as f64 + 1.0;
         match self.config.mode {
             SamplingMode::AllPairs => {
                 let sum: f64 = (self.captions.iter().enumerate())
@@ -207,14 +207,15 @@ impl Batcher {
         }
     }
 
-    /// Words a row's caption keeps after `max_words`.
-    fn kept_words(&self, (i, j): (usize, usize)) -> usize {
-        let n = self
+    /// The words a row's caption keeps after `max_words`.
+    fn kept_caption(&self, (i, j): (usize, usize)) -> &[u32] {
+        let ids = self
             .captions
             .get(i)
             .and_then(|c| c.get(j))
-            .map_or(0, Vec::len);
-        n.min(self.config.max_words.unwrap_or(usize::MAX))
+            .map_or(&[][..], Vec::as_slice);
+        let max_words = self.config.max_words.unwrap_or(usize::MAX);
+        ids.get(..max_words.min(ids.len())).unwrap_or(ids)
     }
 
     /// Sorts each window of `length_sort_window` batches by length (stable, so ties keep their
@@ -224,7 +225,7 @@ impl Batcher {
         let bs = self.config.batch_size;
         let window = bs.saturating_mul(self.config.length_sort_window);
         for chunk in order.chunks_mut(window) {
-            chunk.sort_by_key(|&row| self.kept_words(row));
+            chunk.sort_by_key(|&row| self.kept_caption(row).len());
         }
         let full = order.len() / bs;
         let mut blocks: Vec<usize> = (0..full).collect();
@@ -285,18 +286,7 @@ impl Batcher {
     }
 
     fn make_batch(&self, epoch: u64, index: usize, rows: &[(usize, usize)]) -> Batch {
-        let max_words = self.config.max_words.unwrap_or(usize::MAX);
-        let words: Vec<&[u32]> = rows
-            .iter()
-            .map(|&(i, j)| {
-                let ids = self
-                    .captions
-                    .get(i)
-                    .and_then(|c| c.get(j))
-                    .map_or(&[][..], Vec::as_slice);
-                ids.get(..max_words.min(ids.len())).unwrap_or(ids)
-            })
-            .collect();
+        let words: Vec<&[u32]> = rows.iter().map(|&row| self.kept_caption(row)).collect();
         let time = words.iter().map(|w| w.len() + 1).max().unwrap_or(1);
         let batch = rows.len();
         let mut inputs = vec![Vocab::PAD_ID; batch * time];

@@ -248,10 +248,9 @@ fn teacher(batch: &Batch) -> TeacherBatch<'_> {
 /// of as many rows. A sorted batch of short captions holds few tokens, and its per-token mean
 /// would weigh each of them more than a random batch does; the scale makes every token of an
 /// epoch weigh the same. `None` (random batches) is 1.
-fn token_share(batch: &Batch, mean_row_tokens: Option<f64>) -> f32 {
+fn token_share(batch: &TeacherBatch, mean_row_tokens: Option<f64>) -> f32 {
     mean_row_tokens.map_or(1.0, |mean| {
-        let tokens = batch.mask.iter().filter(|&&m| m > 0.0).count();
-        (tokens as f64 / (mean * batch.batch as f64)) as f32
+        (batch.valid_targets() as f64 / (mean * batch.batch as f64)) as f32
     })
 }
 
@@ -664,9 +663,10 @@ pub fn train(
                     (r.pass, Some(r))
                 }
                 None => {
+                    let gold = teacher(&batch);
                     let gold = TeacherBatch {
-                        loss_scale: token_share(&batch, mean_row_tokens),
-                        ..teacher(&batch)
+                        loss_scale: token_share(&gold, mean_row_tokens),
+                        ..gold
                     };
                     let inputs = mix_inputs(&*decoder, &feats, &gold, ss_prob, &mut rng)?;
                     let mixed = TeacherBatch {
@@ -874,6 +874,7 @@ mod tests {
     fn token_share_weighs_a_sorted_batch_by_its_tokens() {
         // 2 rows of 3 and 5 tokens (words + <end>) against rows of 2 tokens on average.
         let batch = batch_of(&[2, 4]);
+        let batch = teacher(&batch);
         assert_eq!(token_share(&batch, Some(2.0)), 2.0);
         assert_eq!(token_share(&batch, Some(8.0)), 0.5);
         assert_eq!(token_share(&batch, None), 1.0);
