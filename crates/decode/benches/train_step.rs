@@ -439,6 +439,7 @@ fn sat_bench(iters: usize) -> Result<(), captioner_decode::DecodeError> {
         attention: 512,
         dropout: 0.5,
         alpha_c: 1.0,
+        deep_output: false,
     };
     let dims = ModelDims {
         vocab: V,

@@ -21,6 +21,15 @@ fn tiny_cfg(dropout: f32, alpha_c: f32) -> SatConfig {
         attention: 3,
         dropout,
         alpha_c,
+        deep_output: false,
+    }
+}
+
+/// With the deep output layer, whose width (the embedding's 4) differs from the LSTM's 5.
+fn tiny_deep_cfg(dropout: f32, alpha_c: f32) -> SatConfig {
+    SatConfig {
+        deep_output: true,
+        ..tiny_cfg(dropout, alpha_c)
     }
 }
 
@@ -133,7 +142,7 @@ fn gradcheck(cfg: &SatConfig, opts: PassOptions, tol: f64) {
             })
             .collect()
     };
-    assert_eq!(entries.len(), 19);
+    assert_eq!(entries.len(), if cfg.deep_output { 22 } else { 19 });
     for (name, range) in entries {
         let mut worst = 0f64;
         let mut max_grad = 0f64;
@@ -185,9 +194,32 @@ fn gradients_match_finite_differences_with_dropout() {
 }
 
 #[test]
+fn gradients_match_finite_differences_with_the_deep_output() {
+    let opts = PassOptions {
+        label_smoothing: 0.0,
+        train: true,
+    };
+    gradcheck(&tiny_deep_cfg(0.3, 1.0), opts, 2e-2);
+    let opts = PassOptions {
+        label_smoothing: 0.1,
+        train: false,
+    };
+    gradcheck(&tiny_deep_cfg(0.0, 0.7), opts, 2e-2);
+}
+
+#[test]
 fn teacher_forcing_matches_step_by_step_generation() {
+    teacher_forcing_matches_steps(&tiny_cfg(0.5, 1.0));
+}
+
+#[test]
+fn teacher_forcing_matches_step_by_step_generation_with_the_deep_output() {
+    teacher_forcing_matches_steps(&tiny_deep_cfg(0.5, 1.0));
+}
+
+fn teacher_forcing_matches_steps(cfg: &SatConfig) {
     let d = Data::new(12);
-    let mut m = Sat::new(&tiny_cfg(0.5, 1.0), dims(), 4).unwrap();
+    let mut m = Sat::new(cfg, dims(), 4).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     for v in m.params_mut().values.iter_mut() {
         *v += rng.random_range(-0.2..0.2);
@@ -335,6 +367,64 @@ fn training_lowers_the_loss() {
     );
     assert!(after.loss < 0.5 * before.loss, "{before:?} -> {after:?}");
     assert!(after.loss + after.regulariser < before.loss + before.regulariser);
+}
+
+#[test]
+fn the_deep_output_adds_three_parameters_and_leaves_the_others_as_they_were() {
+    let dims = ModelDims {
+        vocab: 100,
+        feature_dim: 1280,
+        cells: 49,
+    };
+    let plain_cfg = SatConfig {
+        embed: 256,
+        ..SatConfig::default()
+    };
+    let deep_cfg = SatConfig {
+        deep_output: true,
+        ..plain_cfg.clone()
+    };
+    let plain = Sat::new(&plain_cfg, dims, 8).unwrap();
+    let deep = Sat::new(&deep_cfg, dims, 8).unwrap();
+    let shapes = |m: &Sat| -> Vec<(String, Vec<usize>)> {
+        m.params()
+            .names()
+            .map(|(n, s)| (n.to_string(), s.to_vec()))
+            .collect()
+    };
+    let (ps, ds) = (shapes(&plain), shapes(&deep));
+    let extra: Vec<_> = ds.iter().filter(|x| !ps.contains(x)).cloned().collect();
+    let want = vec![
+        ("deep_output.lstm.weight".to_string(), vec![256, 512]),
+        ("deep_output.lstm.bias".to_string(), vec![256]),
+        ("deep_output.ctx.weight".to_string(), vec![256, 1280]),
+        // The vocabulary projection reads the deep output, of the embedding's width.
+        ("fc.weight".to_string(), vec![100, 256]),
+    ];
+    assert_eq!(extra, want);
+    // Every parameter the two share starts from the same values, so a plain model initialises
+    // as it did before the option existed.
+    for (name, shape) in &ps {
+        if name == "fc.weight" {
+            continue;
+        }
+        let (pi, di) = (
+            plain.params().id(name).unwrap(),
+            deep.params().id(name).unwrap(),
+        );
+        assert_eq!(
+            plain.params().value(pi),
+            deep.params().value(di),
+            "{name} {shape:?}"
+        );
+    }
+    // A plain configuration is written as before, without the new field.
+    let json = serde_json::to_string(&plain_cfg).unwrap();
+    assert!(!json.contains("deep_output"), "{json}");
+    let back: SatConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, plain_cfg);
+    let json = serde_json::to_string(&deep_cfg).unwrap();
+    assert!(json.contains("\"deep_output\":true"), "{json}");
 }
 
 #[test]

@@ -71,6 +71,7 @@ fn bundle_dir() -> &'static Path {
             attention: 16,
             dropout: 0.0,
             alpha_c: 1.0,
+            deep_output: false,
         });
         let dims = ModelDims {
             vocab: vocab.len(),

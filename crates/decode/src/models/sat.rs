@@ -7,11 +7,16 @@
 //! - `awe = sigmoid(f_beta(h)) * Σ_p alpha_p S_p`,
 //! - `(h, c) = LSTMCell([embedding(x_t); awe], (h, c))`, `logits = fc(dropout(h))`,
 //!
-//! with `h0 = init_h(mean_p S)`, `c0 = init_c(mean_p S)`. The objective is the mean token
-//! cross-entropy plus the doubly-stochastic penalty
+//! with `h0 = init_h(mean_p S)`, `c0 = init_c(mean_p S)`. With `deep_output` the vocabulary
+//! projection reads the paper's deep output layer (its eq. 7, with the `tanh` of its code,
+//! arctic-captions' `ctx2out` and `prev2out`) instead of `h`:
+//! `logits = fc(dropout(tanh(deep_output.lstm(h) + deep_output.ctx(awe) + embedding(x_t))))`,
+//! a direct path from the attended image region and the previous word to the word scores. The
+//! objective is the mean token cross-entropy plus the doubly-stochastic penalty
 //! `alpha_c · mean_{b,p} (1 - Σ_{t valid} alpha_{t,b,p})²` (a step is valid when its target is not
 //! padding), averaged over cells as sgrvinod's `train.py` does; the paper's sum over cells is
-//! `P` times larger and, at `alpha_c = 1` over 49 cells, outweighs the caption loss. Unlike sgrvinod, rows are not sorted by length: padding targets are masked instead.
+//! `P` times larger and, at `alpha_c = 1` over 49 cells, outweighs the caption loss. Unlike
+//! sgrvinod, rows are not sorted by length: padding targets are masked instead.
 //!
 //! Forward and backward are written out explicitly over time-major buffers kept in the struct:
 //! the embedding half of the LSTM input projection is one GEMM for all steps up front, only the
@@ -57,6 +62,14 @@ pub struct SatConfig {
     pub dropout: f32,
     /// Weight of the doubly-stochastic attention regulariser.
     pub alpha_c: f32,
+    /// Xu et al.'s deep output layer in front of the vocabulary projection (see the module
+    /// documentation); off in sgrvinod's model and in bundles made before it existed.
+    #[serde(skip_serializing_if = "is_false")]
+    pub deep_output: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for SatConfig {
@@ -67,6 +80,7 @@ impl Default for SatConfig {
             attention: 512,
             dropout: 0.5,
             alpha_c: 1.0,
+            deep_output: false,
         }
     }
 }
@@ -80,6 +94,8 @@ struct Sz {
     a: usize,
     f: usize,
     p: usize,
+    /// Width of what the vocabulary projection reads: `h`, or the deep output (`e`).
+    o: usize,
 }
 
 impl Sz {
@@ -109,6 +125,21 @@ struct Ids {
     fb_b: ParamId,
     fc_w: ParamId,
     fc_b: ParamId,
+    deep: Option<DeepIds>,
+}
+
+/// The deep output layer's parameters: `deep_output.lstm` (`[E, H]` with bias) and
+/// `deep_output.ctx` (`[E, F]`, no bias: the first has one).
+struct DeepIds {
+    h_w: ParamId,
+    h_b: ParamId,
+    ctx_w: ParamId,
+}
+
+struct DeepW<'a> {
+    h_w: &'a [f32],
+    h_b: &'a [f32],
+    ctx_w: &'a [f32],
 }
 
 /// Borrowed parameter values.
@@ -132,6 +163,7 @@ struct W<'a> {
     fb_b: &'a [f32],
     fc_w: &'a [f32],
     fc_b: &'a [f32],
+    deep: Option<DeepW<'a>>,
 }
 
 impl Ids {
@@ -156,6 +188,11 @@ impl Ids {
             fb_b: get(self.fb_b),
             fc_w: get(self.fc_w),
             fc_b: get(self.fc_b),
+            deep: self.deep.as_ref().map(|d| DeepW {
+                h_w: get(d.h_w),
+                h_b: get(d.h_b),
+                ctx_w: get(d.ctx_w),
+            }),
         }
     }
 }
@@ -187,7 +224,9 @@ struct Work {
     ctx: Vec<f32>,
     /// `sigmoid(f_beta(h_t))`, `[N, F]`.
     gate: Vec<f32>,
-    /// Dropout mask (already scaled by `1/(1-p)`) and dropped outputs, `[N, H]`.
+    /// The deep output `tanh(..)`, `[N, E]` (with `deep_output`).
+    deep_o: Vec<f32>,
+    /// Dropout mask (already scaled by `1/(1-p)`) and dropped outputs, `[N, O]`.
     mask: Vec<f32>,
     hd: Vec<f32>,
     /// `Σ_{t valid} alpha`, `[B, P]`; then the regulariser's gradient per unit alpha.
@@ -205,6 +244,9 @@ struct Work {
     dh: Vec<f32>,
     dc: Vec<f32>,
     dx: Vec<f32>,
+    /// The deep output's gradients into `h_t` (`[N, H]`) and `awe_t` (`[N, F]`).
+    dh_deep: Vec<f32>,
+    dawe_deep: Vec<f32>,
     xent: XentWorkspace,
     /// The per-step products' weights, packed once per pass (they change only between passes).
     step: StepWeights,
@@ -287,7 +329,9 @@ struct Infer {
     hproj: FewRowsLinear,
     /// `[weight_ih | weight_hh]` with bias `bias_ih + bias_hh`, over `[embedding; awe; h]`.
     lstm: FewRowsLinear,
-    /// `fc` over the new `h`.
+    /// `[deep_output.ctx | deep_output.lstm]` over `[awe; new h]` (with `deep_output`).
+    deep: Option<FewRowsLinear>,
+    /// `fc` over the new `h`, or over the deep output.
     fc: FewRowsLinear,
 }
 
@@ -301,7 +345,15 @@ impl Infer {
                 &[(w.w_ih, sz.x()), (w.w_hh, sz.h)],
                 b_gates,
             )?,
-            fc: FewRowsLinear::stack(sz.h, &[(w.fc_w, w.fc_b)])?,
+            deep: match &w.deep {
+                Some(d) => Some(FewRowsLinear::concat_cols(
+                    sz.e,
+                    &[(d.ctx_w, sz.f), (d.h_w, sz.h)],
+                    d.h_b.to_vec(),
+                )?),
+                None => None,
+            },
+            fc: FewRowsLinear::stack(sz.o, &[(w.fc_w, w.fc_b)])?,
         })
     }
 }
@@ -338,6 +390,11 @@ impl Sat {
             a: cfg.attention,
             f: dims.feature_dim,
             p: dims.cells,
+            o: if cfg.deep_output {
+                cfg.embed
+            } else {
+                cfg.hidden
+            },
         };
         let (v, e, h, a, f) = (sz.v, sz.e, sz.h, sz.a, sz.f);
         let mut ps = ParamSet::new();
@@ -359,7 +416,16 @@ impl Sat {
         let init_c_b = ps.add("init_c.bias", &[h])?;
         let fb_w = ps.add("f_beta.weight", &[f, h])?;
         let fb_b = ps.add("f_beta.bias", &[f])?;
-        let fc_w = ps.add("fc.weight", &[v, h])?;
+        let deep = if cfg.deep_output {
+            Some(DeepIds {
+                h_w: ps.add("deep_output.lstm.weight", &[e, h])?,
+                h_b: ps.add("deep_output.lstm.bias", &[e])?,
+                ctx_w: ps.add("deep_output.ctx.weight", &[e, f])?,
+            })
+        } else {
+            None
+        };
+        let fc_w = ps.add("fc.weight", &[v, sz.o])?;
         let fc_b = ps.add("fc.bias", &[v])?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let k = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
@@ -387,6 +453,12 @@ impl Sat {
             ps.init_uniform(id, bound, &mut rng);
         }
         ps.init_uniform(fc_w, 0.1, &mut rng);
+        // After every other parameter, so that a model without it initialises as before.
+        if let Some(d) = &deep {
+            ps.init_uniform(d.h_w, k(h), &mut rng);
+            ps.init_uniform(d.h_b, k(h), &mut rng);
+            ps.init_uniform(d.ctx_w, k(f), &mut rng);
+        }
         let ids = Ids {
             enc_w,
             enc_b,
@@ -407,6 +479,7 @@ impl Sat {
             fb_b,
             fc_w,
             fc_b,
+            deep,
         };
         Ok(Self {
             params: ps,
@@ -758,7 +831,7 @@ impl Decoder for Sat {
             )));
         }
         let sz = self.sz;
-        let (e, h, a, f, p, xw) = (sz.e, sz.h, sz.a, sz.f, sz.p, sz.x());
+        let (e, h, a, f, p, xw, o) = (sz.e, sz.h, sz.a, sz.f, sz.p, sz.x(), sz.o);
         let (b, t_len) = (batch.batch, batch.time);
         let n = b * t_len;
         let (bh, g4) = (b * h, 4 * h);
@@ -899,11 +972,54 @@ impl Decoder for Sat {
             .sum();
         let regulariser = (alpha_c as f64 * reg_sum / (b * p) as f64) as f32;
 
+        // The deep output: `tanh(deep_output.lstm(h_t) + deep_output.ctx(awe_t) + embedding(x_t))`.
+        if let Some(dw) = &w.deep {
+            sized(&mut wk.deep_o, n * e);
+            for (row, x) in wk.deep_o.chunks_exact_mut(e).zip(wk.xcat.chunks_exact(xw)) {
+                for ((u, xv), bv) in row.iter_mut().zip(&x[..e]).zip(dw.h_b) {
+                    *u = xv + bv;
+                }
+            }
+            gemm(
+                n,
+                e,
+                h,
+                1.0,
+                &wk.h[bh..],
+                Trans::No,
+                dw.h_w,
+                Trans::Yes,
+                &mut wk.deep_o,
+                true,
+            )?;
+            let awe = Mat {
+                data: &wk.xcat,
+                off: e,
+                rs: xw,
+                cs: 1,
+            };
+            let ctx_w_t = Mat {
+                data: dw.ctx_w,
+                off: 0,
+                rs: 1,
+                cs: f,
+            };
+            gemm_view(n, e, f, 1.0, awe, ctx_w_t, &mut wk.deep_o, true)?;
+            for u in wk.deep_o.iter_mut() {
+                *u = u.tanh();
+            }
+        }
+        let read: &[f32] = if w.deep.is_some() {
+            &wk.deep_o
+        } else {
+            &wk.h[bh..]
+        };
+
         // Dropout and the fused vocabulary loss.
         let use_mask = dropout > 0.0;
         if use_mask {
             let scale = 1.0 / (1.0 - dropout);
-            sized(&mut wk.mask, n * h);
+            sized(&mut wk.mask, n * o);
             for m in wk.mask.iter_mut() {
                 *m = if rng.random::<f32>() < dropout {
                     0.0
@@ -911,15 +1027,15 @@ impl Decoder for Sat {
                     scale
                 };
             }
-            sized(&mut wk.hd, n * h);
-            for ((o, x), m) in wk.hd.iter_mut().zip(&wk.h[bh..]).zip(&wk.mask) {
-                *o = x * m;
+            sized(&mut wk.hd, n * o);
+            for ((d, x), m) in wk.hd.iter_mut().zip(read).zip(&wk.mask) {
+                *d = x * m;
             }
         }
-        let out: &[f32] = if use_mask { &wk.hd } else { &wk.h[bh..] };
+        let out: &[f32] = if use_mask { &wk.hd } else { read };
         let xdims = XentDims {
             rows: n,
-            dim: h,
+            dim: o,
             vocab: sz.v,
         };
         let xcfg = XentConfig {
@@ -945,7 +1061,7 @@ impl Decoder for Sat {
                 tokens: st.n_valid,
             });
         }
-        sized(&mut wk.d_out, n * h);
+        sized(&mut wk.d_out, n * o);
         let st = linear_xent_weighted(
             &xdims,
             out,
@@ -966,6 +1082,70 @@ impl Decoder for Sat {
                 *d *= m;
             }
         }
+        // Through the deep output: `d_out` becomes the gradient of its pre-activation, which
+        // reaches `h_t`, `awe_t` (inside the recurrence) and the embedding (below).
+        if let Some(dw) = &w.deep {
+            for (d, y) in wk.d_out.iter_mut().zip(&wk.deep_o) {
+                *d *= 1.0 - y * y;
+            }
+            sized(&mut wk.dh_deep, n * h);
+            gemm(
+                n,
+                h,
+                e,
+                1.0,
+                &wk.d_out,
+                Trans::No,
+                dw.h_w,
+                Trans::No,
+                &mut wk.dh_deep,
+                false,
+            )?;
+            sized(&mut wk.dawe_deep, n * f);
+            gemm(
+                n,
+                f,
+                e,
+                1.0,
+                &wk.d_out,
+                Trans::No,
+                dw.ctx_w,
+                Trans::No,
+                &mut wk.dawe_deep,
+                false,
+            )?;
+            let ids_deep = ids.deep.as_ref().ok_or_else(|| {
+                DecodeError::Config("sat: deep output weights without their ids".into())
+            })?;
+            let gw = gv.take(ids_deep.h_w)?;
+            gemm(
+                e,
+                h,
+                n,
+                1.0,
+                &wk.d_out,
+                Trans::Yes,
+                &wk.h[bh..],
+                Trans::No,
+                gw,
+                true,
+            )?;
+            add_col_sums(&wk.d_out, e, gv.take(ids_deep.h_b)?);
+            let du_t = Mat {
+                data: &wk.d_out,
+                off: 0,
+                rs: 1,
+                cs: e,
+            };
+            let awe = Mat {
+                data: &wk.xcat,
+                off: e,
+                rs: xw,
+                cs: 1,
+            };
+            gemm_view(e, f, n, 1.0, du_t, awe, gv.take(ids_deep.ctx_w)?, true)?;
+        }
+        let deep = w.deep.is_some();
         // d regulariser / d alpha_{t,b,p} for a valid step.
         let k = 2.0 * alpha_c / (b * p) as f32;
         for c in wk.cover.iter_mut() {
@@ -986,8 +1166,9 @@ impl Decoder for Sat {
         zeroed(&mut wk.dc, bh);
         for t in (0..t_len).rev() {
             // Whole gradient on h_{t+1}: from the loss and from step t+1.
-            for (d, o) in wk.dh.iter_mut().zip(&wk.d_out[t * bh..(t + 1) * bh]) {
-                *d += o;
+            let from_loss = if deep { &wk.dh_deep } else { &wk.d_out };
+            for (d, g) in wk.dh.iter_mut().zip(&from_loss[t * bh..(t + 1) * bh]) {
+                *d += g;
             }
             let dg = &mut wk.dgates[t * b * g4..(t + 1) * b * g4];
             lstm_cell_bwd(
@@ -1006,6 +1187,9 @@ impl Decoder for Sat {
             sw.hh_t.accumulate(dg, b, &mut wk.dh, &mut sw.scratch)?;
             wk.dawe.fill(0.0);
             sw.awe_t.accumulate(dg, b, &mut wk.dawe, &mut sw.scratch)?;
+            if deep {
+                axpy(&mut wk.dawe, 1.0, &wk.dawe_deep[t * b * f..(t + 1) * b * f]);
+            }
             let (gate, ctx) = (
                 &wk.gate[t * b * f..(t + 1) * b * f],
                 &wk.ctx[t * b * f..(t + 1) * b * f],
@@ -1161,6 +1345,9 @@ impl Decoder for Sat {
             &mut wk.dx,
             false,
         )?;
+        if deep {
+            axpy(&mut wk.dx, 1.0, &wk.d_out);
+        }
         let d_emb = gv.take(ids.emb)?;
         for (src, &tok) in wk.dx.chunks_exact(e).zip(&wk.inputs) {
             let tok = tok as usize;
@@ -1191,6 +1378,8 @@ impl Decoder for Sat {
             c: cs,
             scratch: Vec::new(),
             out_t: Vec::new(),
+            deep_in: Vec::new(),
+            deep_o: Vec::new(),
         }))
     }
 }
@@ -1207,6 +1396,9 @@ struct SatState<'s> {
     scratch: Vec<f32>,
     /// Scratch of the [`FewRowsLinear`] products.
     out_t: Vec<f32>,
+    /// The deep output's input `[awe; h]` and output (with `deep_output`).
+    deep_in: Vec<f32>,
+    deep_o: Vec<f32>,
 }
 
 impl DecodeState for SatState<'_> {
@@ -1287,7 +1479,25 @@ impl DecodeState for SatState<'_> {
         lstm_cell_fwd(h, gates, &self.c, c_new, tanh_c, h_new);
         self.c.copy_from_slice(c_new);
         self.h.copy_from_slice(h_new);
-        iw.fc.forward(&self.h, r, log_probs, &mut self.out_t)?;
+        match &iw.deep {
+            Some(deep) => {
+                // `[awe; h]` rows, then `tanh(.. + embedding)`.
+                self.deep_in.clear();
+                for (x, hr) in xin.chunks_exact(xh).zip(self.h.chunks_exact(h)) {
+                    self.deep_in.extend_from_slice(&x[e..xw]);
+                    self.deep_in.extend_from_slice(hr);
+                }
+                sized(&mut self.deep_o, r * e);
+                deep.forward(&self.deep_in, r, &mut self.deep_o, &mut self.out_t)?;
+                for (row, x) in self.deep_o.chunks_exact_mut(e).zip(xin.chunks_exact(xh)) {
+                    for (u, xv) in row.iter_mut().zip(&x[..e]) {
+                        *u = (*u + xv).tanh();
+                    }
+                }
+                iw.fc.forward(&self.deep_o, r, log_probs, &mut self.out_t)?;
+            }
+            None => iw.fc.forward(&self.h, r, log_probs, &mut self.out_t)?,
+        }
         log_softmax_rows(log_probs, v);
         if let Some(att) = attention {
             att.copy_from_slice(alpha);
