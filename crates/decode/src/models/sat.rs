@@ -772,24 +772,26 @@ fn attend_row(
     }
 }
 
-/// `decode_step.weight_ih` `[4H, E+F]` as `op(b)` for the LSTM input `[rows, E or F]` product:
-/// the transposed embedding block (`embed == true`) or context block.
-fn w_in_t<'a>(w_ih: &'a [f32], sz: &Sz, embed: bool) -> Mat<'a> {
+/// The embedding (`embed == true`) or attention-context column block (`[rows, E or F]`) of a
+/// row-major `[rows, E+F]` buffer: the LSTM inputs `[embedding; awe]`, or
+/// `decode_step.weight_ih` (`[4H, E+F]`).
+fn input_block<'a>(data: &'a [f32], sz: &Sz, embed: bool) -> Mat<'a> {
     Mat {
-        data: w_ih,
-        off: if embed { 0 } else { sz.e },
-        rs: 1,
-        cs: sz.x(),
-    }
-}
-
-/// The same blocks untransposed (`[4H, E or F]`), for the gradient of the inputs.
-fn w_in<'a>(w_ih: &'a [f32], sz: &Sz, embed: bool) -> Mat<'a> {
-    Mat {
-        data: w_ih,
+        data,
         off: if embed { 0 } else { sz.e },
         rs: sz.x(),
         cs: 1,
+    }
+}
+
+/// The same block transposed (`[E or F, rows]`), e.g. `weight_ih` as `op(b)` for the LSTM
+/// input product.
+fn input_block_t<'a>(data: &'a [f32], sz: &Sz, embed: bool) -> Mat<'a> {
+    Mat {
+        data,
+        off: if embed { 0 } else { sz.e },
+        rs: 1,
+        cs: sz.x(),
     }
 }
 
@@ -885,19 +887,14 @@ impl Decoder for Sat {
                 *o = x + y;
             }
         }
-        let xe = Mat {
-            data: &wk.xcat,
-            off: 0,
-            rs: xw,
-            cs: 1,
-        };
+        let xe = input_block(&wk.xcat, &sz, true);
         gemm_view(
             n,
             g4,
             e,
             1.0,
             xe,
-            w_in_t(w.w_ih, &sz, true),
+            input_block_t(w.w_ih, &sz, true),
             &mut wk.gates,
             true,
         )?;
@@ -992,12 +989,7 @@ impl Decoder for Sat {
                 &mut wk.deep_o,
                 true,
             )?;
-            let awe = Mat {
-                data: &wk.xcat,
-                off: e,
-                rs: xw,
-                cs: 1,
-            };
+            let awe = input_block(&wk.xcat, &sz, false);
             let ctx_w_t = Mat {
                 data: dw.ctx_w,
                 off: 0,
@@ -1084,7 +1076,7 @@ impl Decoder for Sat {
         }
         // Through the deep output: `d_out` becomes the gradient of its pre-activation, which
         // reaches `h_t`, `awe_t` (inside the recurrence) and the embedding (below).
-        if let Some(dw) = &w.deep {
+        if let (Some(dw), Some(ids_deep)) = (&w.deep, &ids.deep) {
             for (d, y) in wk.d_out.iter_mut().zip(&wk.deep_o) {
                 *d *= 1.0 - y * y;
             }
@@ -1114,9 +1106,6 @@ impl Decoder for Sat {
                 &mut wk.dawe_deep,
                 false,
             )?;
-            let ids_deep = ids.deep.as_ref().ok_or_else(|| {
-                DecodeError::Config("sat: deep output weights without their ids".into())
-            })?;
             let gw = gv.take(ids_deep.h_w)?;
             gemm(
                 e,
@@ -1137,12 +1126,7 @@ impl Decoder for Sat {
                 rs: 1,
                 cs: e,
             };
-            let awe = Mat {
-                data: &wk.xcat,
-                off: e,
-                rs: xw,
-                cs: 1,
-            };
+            let awe = input_block(&wk.xcat, &sz, false);
             gemm_view(e, f, n, 1.0, du_t, awe, gv.take(ids_deep.ctx_w)?, true)?;
         }
         let deep = w.deep.is_some();
@@ -1341,7 +1325,7 @@ impl Decoder for Sat {
             g4,
             1.0,
             dgm,
-            w_in(w.w_ih, &sz, true),
+            input_block(w.w_ih, &sz, true),
             &mut wk.dx,
             false,
         )?;
