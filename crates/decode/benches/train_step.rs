@@ -483,6 +483,7 @@ fn sat_bench(iters: usize) -> Result<(), captioner_decode::DecodeError> {
     let opts = PassOptions {
         label_smoothing: 0.0,
         train: true,
+        ..PassOptions::default()
     };
     let mut opt = Adam::new(m.params().len(), AdamConfig::adam(1e-3));
     let (mut fb, mut ad, mut tot) = (Vec::new(), Vec::new(), Vec::new());

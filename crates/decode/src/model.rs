@@ -199,12 +199,26 @@ impl TeacherBatch<'_> {
 }
 
 /// Options of one teacher-forced pass.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PassOptions {
     /// Label smoothing of the cross-entropy (0 = none).
     pub label_smoothing: f32,
     /// Apply dropout (training) or not (validation).
     pub train: bool,
+    /// Softmax temperature of the log-probabilities the loss is taken of (1 = the model's own
+    /// distribution). Self-critical training sets it to its sampling temperature, so that the
+    /// policy gradient is that of the distribution its samples came from.
+    pub temperature: f32,
+}
+
+impl Default for PassOptions {
+    fn default() -> Self {
+        Self {
+            label_smoothing: 0.0,
+            train: false,
+            temperature: 1.0,
+        }
+    }
 }
 
 /// What one teacher-forced pass measured.

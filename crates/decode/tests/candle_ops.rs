@@ -180,6 +180,7 @@ fn linear_cross_entropy_op_matches_candle_autograd() {
         label_smoothing: eps,
         ignore_index: Some(0),
         chunk_rows: 2,
+        ..XentConfig::default()
     };
     // Scale by 2 so the op's handling of the upstream gradient is exercised.
     let fused = (ops::linear_cross_entropy(&x, &w, &b, &targets, cfg).unwrap() * 2.0).unwrap();

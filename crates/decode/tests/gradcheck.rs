@@ -326,9 +326,10 @@ fn fused_xent_matches_reference_with_a_wide_vocabulary() {
         vocab: 4011,
     };
     let inputs = xent_inputs(&mut rng, &dims, 2.0, &[5]);
-    for (smoothing, chunk_rows) in [(0.0, 1024), (0.1, 16)] {
+    for (smoothing, chunk_rows, temperature) in [(0.0, 1024, 1.0), (0.1, 16, 0.5)] {
         let cfg = XentConfig {
             label_smoothing: smoothing,
+            temperature,
             ignore_index: Some(0),
             chunk_rows,
         };
@@ -354,9 +355,12 @@ fn fused_xent_matches_reference_and_finite_differences() {
     };
     let inputs = xent_inputs(&mut rng, &dims, 1.0, &[2, 7]);
     let (x, w, b, targets) = &inputs;
-    for (smoothing, chunk_rows) in [(0.0, 256), (0.1, 3), (0.3, 1)] {
+    for (smoothing, chunk_rows, temperature) in
+        [(0.0, 256, 1.0), (0.1, 3, 1.0), (0.3, 1, 0.5), (0.0, 5, 1.7)]
+    {
         let cfg = XentConfig {
             label_smoothing: smoothing,
+            temperature,
             ignore_index: Some(0),
             chunk_rows,
         };
@@ -377,7 +381,10 @@ fn fused_xent_matches_reference_and_finite_differences() {
             &num_dx,
             1e-3,
         ));
-        eprintln!("xent smoothing {smoothing} chunk {chunk_rows}: worst abs err vs fd {worst:.2e}");
+        eprintln!(
+            "xent smoothing {smoothing} chunk {chunk_rows} T {temperature}: \
+             worst abs err vs fd {worst:.2e}"
+        );
         // Evaluation path: same loss, no gradients.
         let mut ws = XentWorkspace::new();
         let st2 = linear_xent(&dims, x, w, b, targets, &cfg, None, &mut ws).unwrap();
@@ -426,6 +433,26 @@ fn xent_rejects_bad_targets_and_shapes() {
         err,
         Err(captioner_decode::KernelError::Len { .. })
     ));
+    for temperature in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        let cfg = XentConfig {
+            temperature,
+            ..XentConfig::default()
+        };
+        let err = linear_xent(
+            &dims,
+            &[0.0; 4],
+            &[0.0; 6],
+            &[0.0; 3],
+            &[1, 2],
+            &cfg,
+            None,
+            &mut ws,
+        );
+        assert!(
+            matches!(err, Err(captioner_decode::KernelError::Invalid(_))),
+            "temperature {temperature}: {err:?}"
+        );
+    }
 }
 
 /// A reference step: `(step number, params, grads)`.

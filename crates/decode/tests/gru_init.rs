@@ -26,6 +26,7 @@ fn gradients_match_finite_differences() {
         PassOptions {
             label_smoothing: 0.1,
             train: false,
+            ..PassOptions::default()
         },
     );
 }
@@ -38,6 +39,7 @@ fn gradients_match_finite_differences_with_dropout() {
         PassOptions {
             label_smoothing: 0.0,
             train: true,
+            ..PassOptions::default()
         },
     );
 }

@@ -8,6 +8,8 @@ use captioner_decode::{Decoder, Features, ModelDims, PassOptions, TeacherBatch};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+
 const V: usize = 7;
 const P: usize = 4;
 const F: usize = 6;
@@ -180,6 +182,7 @@ fn gradients_match_finite_differences_with_regulariser() {
     let opts = PassOptions {
         label_smoothing: 0.1,
         train: false,
+        ..PassOptions::default()
     };
     gradcheck(&tiny_cfg(0.0, 0.7), opts, 2e-2);
 }
@@ -189,6 +192,7 @@ fn gradients_match_finite_differences_with_dropout() {
     let opts = PassOptions {
         label_smoothing: 0.0,
         train: true,
+        ..PassOptions::default()
     };
     gradcheck(&tiny_cfg(0.3, 1.0), opts, 2e-2);
 }
@@ -198,11 +202,13 @@ fn gradients_match_finite_differences_with_the_deep_output() {
     let opts = PassOptions {
         label_smoothing: 0.0,
         train: true,
+        ..PassOptions::default()
     };
     gradcheck(&tiny_deep_cfg(0.3, 1.0), opts, 2e-2);
     let opts = PassOptions {
         label_smoothing: 0.1,
         train: false,
+        ..PassOptions::default()
     };
     gradcheck(&tiny_deep_cfg(0.0, 0.7), opts, 2e-2);
 }
@@ -228,9 +234,17 @@ fn teacher_forcing_matches_steps(cfg: &SatConfig) {
     let st = m
         .forward(&d.feats(), &d.batch(), &opts, false, &mut rng)
         .unwrap();
+    // At a sampling temperature the pass scores the same steps' tempered distribution.
+    let tempered = PassOptions {
+        temperature: 0.5,
+        ..PassOptions::default()
+    };
+    let st_t = m
+        .forward(&d.feats(), &d.batch(), &tempered, false, &mut rng)
+        .unwrap();
     let mut state = m.start(&d.feats()).unwrap();
     assert_eq!(state.rows(), B);
-    let (mut nll, mut count) = (0f64, 0usize);
+    let (mut nll, mut tempered_nll, mut count) = (0f64, 0f64, 0usize);
     let mut cover = [0f64; B * P];
     let mut lp = vec![0f32; B * V];
     let mut att = vec![0f32; B * P];
@@ -248,6 +262,7 @@ fn teacher_forcing_matches_steps(cfg: &SatConfig) {
             let tg = d.targets[b * T + t];
             if tg != 0 {
                 nll -= lp[b * V + tg as usize] as f64;
+                tempered_nll += common::tempered_nll(&lp[b * V..(b + 1) * V], tg as usize, 0.5);
                 count += 1;
                 for p in 0..P {
                     cover[b * P + p] += att[b * P + p] as f64;
@@ -259,6 +274,13 @@ fn teacher_forcing_matches_steps(cfg: &SatConfig) {
     let mean = nll / count as f64;
     let rel = (mean - st.loss as f64).abs() / mean.abs();
     assert!(rel < 1e-4, "steps give {mean}, forward gives {}", st.loss);
+    let mean_t = tempered_nll / count as f64;
+    let rel = (mean_t - st_t.loss as f64).abs() / mean_t.abs();
+    assert!(
+        rel < 1e-4,
+        "tempered steps give {mean_t}, forward gives {}",
+        st_t.loss
+    );
     let reg: f64 = cover.iter().map(|c| (1.0 - c) * (1.0 - c)).sum::<f64>() / (B * P) as f64;
     let rel = (reg - st.regulariser as f64).abs() / reg;
     assert!(
@@ -352,6 +374,7 @@ fn training_lowers_the_loss() {
     let train = PassOptions {
         label_smoothing: 0.0,
         train: true,
+        ..PassOptions::default()
     };
     let before = m.forward(&feats, &batch, &eval, false, &mut rng).unwrap();
     for _ in 0..60 {
@@ -513,6 +536,7 @@ fn a_pass_after_a_larger_batch_matches_a_fresh_model() {
     let opts = PassOptions {
         label_smoothing: 0.1,
         train: true,
+        ..PassOptions::default()
     };
     let d = Data::new(21);
     let (b, t) = (2, 3);

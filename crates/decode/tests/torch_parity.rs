@@ -163,6 +163,7 @@ fn fused_cross_entropy_matches_torch() {
         label_smoothing: 0.1,
         ignore_index: Some(0),
         chunk_rows: 3,
+        ..XentConfig::default()
     };
     let (mut dx, mut dw, mut db) = (
         vec![0f32; x.len()],

@@ -9,6 +9,8 @@ use captioner_decode::{Decoder, DecoderConfig, Features, ModelDims, PassOptions,
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod common;
+
 const V: usize = 7;
 const F: usize = 6;
 const P: usize = 4;
@@ -136,6 +138,7 @@ fn gradients_match_finite_differences() {
     let opts = PassOptions {
         label_smoothing: 0.1,
         train: false,
+        ..PassOptions::default()
     };
     m.params_mut().zero_grads();
     let mut r0 = ChaCha8Rng::seed_from_u64(0);
@@ -197,6 +200,7 @@ fn f32_graph_matches_f64_graph() {
     let opts = PassOptions {
         label_smoothing: 0.1,
         train: false,
+        ..PassOptions::default()
     };
     let run = |dt: DType| {
         let mut m = model(0.0, 4);
@@ -230,11 +234,16 @@ fn teacher_forcing_matches_stepwise_generation() {
     let (inputs, targets) = tokens();
     let tb = teacher(&inputs, &targets);
     let loss = loss_of(&mut m, &img, &tb, &PassOptions::default());
+    let tempered = PassOptions {
+        temperature: 0.5,
+        ..PassOptions::default()
+    };
+    let loss_t = loss_of(&mut m, &img, &tb, &tempered);
     let mut st = m.start(&img.feats()).unwrap();
     assert_eq!(st.rows(), B);
     let mut lp = vec![0f32; B * V];
     let mut att = vec![0f32; B * P];
-    let (mut sum, mut n) = (0f64, 0usize);
+    let (mut sum, mut sum_t, mut n) = (0f64, 0f64, 0usize);
     for t in 0..T {
         let toks: Vec<u32> = (0..B).map(|b| inputs[b * T + t]).collect();
         st.step(&toks, &mut lp, Some(&mut att)).unwrap();
@@ -248,6 +257,7 @@ fn teacher_forcing_matches_stepwise_generation() {
             let y = targets[b * T + t];
             if y != 0 {
                 sum -= row[y as usize] as f64;
+                sum_t += common::tempered_nll(row, y as usize, 0.5);
                 n += 1;
             }
         }
@@ -256,6 +266,11 @@ fn teacher_forcing_matches_stepwise_generation() {
     assert!(
         (stepwise - loss).abs() <= 1e-4 * loss.abs(),
         "step-wise NLL {stepwise} vs forward loss {loss}"
+    );
+    let stepwise_t = sum_t / n as f64;
+    assert!(
+        (stepwise_t - loss_t).abs() <= 1e-4 * loss_t.abs(),
+        "tempered step-wise NLL {stepwise_t} vs forward loss {loss_t}"
     );
     // Past max_len the state refuses to step.
     let mut st = m.start(&img.feats()).unwrap();
@@ -346,6 +361,7 @@ fn dropout_replays_from_the_rng_and_accumulates_gradients() {
     let train = PassOptions {
         label_smoothing: 0.0,
         train: true,
+        ..PassOptions::default()
     };
     let run = |m: &mut Transformer, seed: u64| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -463,6 +479,7 @@ fn training_lowers_the_loss() {
     let train = PassOptions {
         label_smoothing: 0.0,
         train: true,
+        ..PassOptions::default()
     };
     let before = loss_of(&mut m, &img, &tb, &eval);
     let mut opt = Adam::new(m.params().len(), AdamConfig::adam(1e-2));
@@ -534,6 +551,7 @@ fn time_training_step() {
     let opts = PassOptions {
         label_smoothing: 0.1,
         train: true,
+        ..PassOptions::default()
     };
     let mut opt = Adam::new(m.params().len(), AdamConfig::adam(1e-4));
     let mut times = Vec::new();

@@ -91,12 +91,16 @@ fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn configs() -> [XentConfig; 3] {
-    [(0.0, 256), (0.1, 3), (0.3, 1)].map(|(label_smoothing, chunk_rows)| XentConfig {
-        label_smoothing,
-        ignore_index: Some(0),
-        chunk_rows,
-    })
+/// (smoothing, chunk rows, temperature): the last two score the logits at a sampling temperature.
+fn configs() -> [XentConfig; 4] {
+    [(0.0, 256, 1.0), (0.1, 3, 1.0), (0.3, 1, 0.5), (0.0, 4, 2.0)].map(
+        |(label_smoothing, chunk_rows, temperature)| XentConfig {
+            label_smoothing,
+            temperature,
+            ignore_index: Some(0),
+            chunk_rows,
+        },
+    )
 }
 
 #[test]
@@ -316,14 +320,16 @@ fn caps(seed: u64) -> Caps {
     }
 }
 
-/// `(loss, tokens, gradients)` of one pass over rows `rows` of `c` with `weights`.
+/// `(loss, tokens, gradients)` of one pass over rows `rows` of `c` with `weights`, the loss taken
+/// of the softmax at `temperature`.
 fn pass(
     m: &mut dyn Decoder,
     c: &Caps,
     rows: &[usize],
     weights: Option<&[f32]>,
+    temperature: f32,
 ) -> (f64, usize, Vec<f32>) {
-    let (st, grads) = scaled_pass(m, c, rows, weights, 1.0);
+    let (st, grads) = scaled_pass(m, c, rows, weights, 1.0, temperature);
     (st.loss as f64 + st.regulariser as f64, st.tokens, grads)
 }
 
@@ -334,6 +340,7 @@ fn scaled_pass(
     rows: &[usize],
     weights: Option<&[f32]>,
     loss_scale: f32,
+    temperature: f32,
 ) -> (PassStats, Vec<f32>) {
     let pick = |src: &[f32], w: usize| -> Vec<f32> {
         rows.iter()
@@ -365,6 +372,7 @@ fn scaled_pass(
     let opts = PassOptions {
         label_smoothing: 0.0,
         train: false,
+        temperature,
     };
     m.params_mut().zero_grads();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -374,39 +382,48 @@ fn scaled_pass(
 
 /// The weighted pass of `weighted` equals `Σ_b w_b n_b (pass of row b alone) / N` computed with
 /// `plain` (the same weights; for `sat` without the attention regulariser, which weighted passes
-/// leave out).
+/// leave out), at the model's own temperature and at the sampling temperature 0.5 that
+/// self-critical training scores its samples with.
 fn check_weighted_pass(weighted: &mut dyn Decoder, plain: &mut dyn Decoder) {
     let c = caps(3);
     let w = [0.8f32, -1.7, 0.0];
-    let (loss, n, grads) = pass(weighted, &c, &[0, 1, 2], Some(&w));
-    let (mut exp_loss, mut exp_grads) = (0f64, vec![0f64; grads.len()]);
-    for (b, &wb) in w.iter().enumerate() {
-        let (l, nb, g) = pass(plain, &c, &[b], None);
-        exp_loss += wb as f64 * l * nb as f64 / n as f64;
-        for (e, &gi) in exp_grads.iter_mut().zip(&g) {
-            *e += wb as f64 * gi as f64 * nb as f64 / n as f64;
-        }
-    }
     let kind = weighted.kind();
-    assert!(
-        (loss - exp_loss).abs() < 1e-4 * (1.0 + exp_loss.abs()),
-        "{kind}: weighted loss {loss} vs {exp_loss}"
-    );
-    let scale = exp_grads.iter().fold(0f64, |a, g| a.max(g.abs()));
-    assert!(scale > 1e-3, "{kind}: no gradient to compare");
-    let worst = max_abs_diff(&grads, &exp_grads);
-    assert!(
-        worst < 1e-4 * (1.0 + scale),
-        "{kind}: weighted gradients off by {worst} (largest {scale})"
-    );
-    // Unweighted passes are unchanged by the new field: weights of 1 give the same numbers.
-    let (l1, _, g1) = pass(weighted, &c, &[0, 1, 2], Some(&[1.0; B]));
-    let (l0, _, g0) = pass(plain, &c, &[0, 1, 2], None);
-    assert!((l1 - l0).abs() < 1e-5, "{kind}: {l1} vs {l0}");
-    let g0: Vec<f64> = g0.iter().map(|&g| g as f64).collect();
-    assert!(
-        max_abs_diff(&g1, &g0) < 1e-5,
-        "{kind}: weight 1 changed gradients"
+    let mut losses = Vec::new();
+    for temperature in [1.0, 0.5] {
+        let (loss, n, grads) = pass(weighted, &c, &[0, 1, 2], Some(&w), temperature);
+        let (mut exp_loss, mut exp_grads) = (0f64, vec![0f64; grads.len()]);
+        for (b, &wb) in w.iter().enumerate() {
+            let (l, nb, g) = pass(plain, &c, &[b], None, temperature);
+            exp_loss += wb as f64 * l * nb as f64 / n as f64;
+            for (e, &gi) in exp_grads.iter_mut().zip(&g) {
+                *e += wb as f64 * gi as f64 * nb as f64 / n as f64;
+            }
+        }
+        assert!(
+            (loss - exp_loss).abs() < 1e-4 * (1.0 + exp_loss.abs()),
+            "{kind} T {temperature}: weighted loss {loss} vs {exp_loss}"
+        );
+        let scale = exp_grads.iter().fold(0f64, |a, g| a.max(g.abs()));
+        assert!(scale > 1e-3, "{kind}: no gradient to compare");
+        let worst = max_abs_diff(&grads, &exp_grads);
+        assert!(
+            worst < 1e-4 * (1.0 + scale),
+            "{kind} T {temperature}: weighted gradients off by {worst} (largest {scale})"
+        );
+        // Unweighted passes are unchanged by the new field: weights of 1 give the same numbers.
+        let (l1, _, g1) = pass(weighted, &c, &[0, 1, 2], Some(&[1.0; B]), temperature);
+        let (l0, _, g0) = pass(plain, &c, &[0, 1, 2], None, temperature);
+        assert!((l1 - l0).abs() < 1e-5, "{kind}: {l1} vs {l0}");
+        let g0: Vec<f64> = g0.iter().map(|&g| g as f64).collect();
+        assert!(
+            max_abs_diff(&g1, &g0) < 1e-5,
+            "{kind}: weight 1 changed gradients"
+        );
+        losses.push(loss);
+    }
+    assert_ne!(
+        losses[0], losses[1],
+        "{kind}: the temperature changed nothing"
     );
 }
 
@@ -429,8 +446,8 @@ fn sat_honours_weights_without_the_attention_regulariser() {
     check_weighted_pass(&mut *weighted, &mut *plain);
     // Without weights the regulariser is still there.
     let c = caps(3);
-    let (l_reg, _, _) = pass(&mut *weighted, &c, &[0, 1, 2], None);
-    let (l_plain, _, _) = pass(&mut *plain, &c, &[0, 1, 2], None);
+    let (l_reg, _, _) = pass(&mut *weighted, &c, &[0, 1, 2], None, 1.0);
+    let (l_plain, _, _) = pass(&mut *plain, &c, &[0, 1, 2], None, 1.0);
     assert!(l_reg > l_plain);
 }
 
@@ -457,9 +474,9 @@ fn transformer_honours_weights() {
 fn check_loss_scale(m: &mut dyn Decoder, xent_only: &mut dyn Decoder) {
     let c = caps(5);
     let all = [0, 1, 2];
-    let (one, g1) = scaled_pass(m, &c, &all, None, 1.0);
-    let (scaled, g2) = scaled_pass(m, &c, &all, None, 2.5);
-    let (_, gx) = scaled_pass(xent_only, &c, &all, None, 1.0);
+    let (one, g1) = scaled_pass(m, &c, &all, None, 1.0, 1.0);
+    let (scaled, g2) = scaled_pass(m, &c, &all, None, 2.5, 1.0);
+    let (_, gx) = scaled_pass(xent_only, &c, &all, None, 1.0, 1.0);
     let kind = m.kind();
     assert!(
         (scaled.loss - 2.5 * one.loss).abs() < 1e-5 * (1.0 + one.loss),

@@ -87,10 +87,20 @@ class Attention(nn.Module):
         return awe, alpha
 
 
-class SatDecoder(nn.Module):
-    """sgrvinod's DecoderWithAttention (same parameter names), inference only."""
+class DeepOutput(nn.Module):
+    """Xu et al.'s deep output layer (eq. 7): tanh(lstm(h) + ctx(awe) + embedding)."""
 
-    def __init__(self, vocab, embed, hidden, attention, feat):
+    def __init__(self, embed, hidden, feat):
+        super().__init__()
+        self.lstm = nn.Linear(hidden, embed)
+        self.ctx = nn.Linear(feat, embed, bias=False)
+
+
+class SatDecoder(nn.Module):
+    """sgrvinod's DecoderWithAttention (same parameter names), inference only; with
+    `deep_output`, the deep output layer of crates/decode/src/models/sat.rs."""
+
+    def __init__(self, vocab, embed, hidden, attention, feat, deep_output=False):
         super().__init__()
         self.vocab = vocab
         self.attention = Attention(feat, hidden, attention)
@@ -99,7 +109,8 @@ class SatDecoder(nn.Module):
         self.init_h = nn.Linear(feat, hidden)
         self.init_c = nn.Linear(feat, hidden)
         self.f_beta = nn.Linear(hidden, feat)
-        self.fc = nn.Linear(hidden, vocab)
+        self.deep_output = DeepOutput(embed, hidden, feat) if deep_output else None
+        self.fc = nn.Linear(embed if deep_output else hidden, vocab)
 
     def start(self, encoder_out):
         """(h0, c0) and encoder_att(S), once per image."""
@@ -110,8 +121,12 @@ class SatDecoder(nn.Module):
         """One word for every row: log-probabilities [rows, V] and the new state."""
         awe, _ = self.attention(encoder_out, att1, h)
         awe = torch.sigmoid(self.f_beta(h)) * awe
-        h, c = self.decode_step(torch.cat([self.embedding(tokens), awe], dim=1), (h, c))
-        return F.log_softmax(self.fc(h), dim=1), h, c
+        emb = self.embedding(tokens)
+        h, c = self.decode_step(torch.cat([emb, awe], dim=1), (h, c))
+        out = h
+        if self.deep_output is not None:
+            out = torch.tanh(self.deep_output.lstm(h) + self.deep_output.ctx(awe) + emb)
+        return F.log_softmax(self.fc(out), dim=1), h, c
 
 
 def pool_insert(pool, cap, score, tokens):
@@ -233,7 +248,7 @@ class Pipeline:
         self.penalty = length_penalty(cfg.get("length_penalty"))
         self.norm = normalization(cfg["encoder"].get("normalization", "imagenet"))
         self.dec = SatDecoder(dims["vocab"], d["embed"], d["hidden"], d["attention"],
-                              dims["feature_dim"]).eval()
+                              dims["feature_dim"], d.get("deep_output", False)).eval()
         state = load_file(os.path.join(model_dir, "model.safetensors"))
         self.dec.load_state_dict({k: t.float() for k, t in state.items()}, strict=True)
         tok = json.load(open(os.path.join(model_dir, "tokenizer.json")))

@@ -41,8 +41,9 @@ pub enum Baseline {
 /// Each step takes `train.batch_size` images, samples `samples` captions per image from the model
 /// (dropout off, softmax at `temperature`, up to `max_words` words or `<end>`), rewards each with
 /// its CIDEr-D against the image's training references (document frequencies from all training
-/// references), and minimises `-Σ_i (r_i - b_i) Σ_t log p(w_{i,t})` over the sampled tokens
-/// (`<end>` included), divided by their number. The model, its config and its vocabulary come
+/// references), and minimises `-Σ_i (r_i - b_i) Σ_t log p_T(w_{i,t})` over the sampled tokens
+/// (`<end>` included), divided by their number, where `p_T` is the softmax at the sampling
+/// temperature (see `tempered_log_probs`). The model, its config and its vocabulary come
 /// from `init`; `[model]` must name the same decoder kind.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -81,6 +82,14 @@ pub struct ScstConfig {
     /// in phase 1) added to the policy-gradient objective (0 = none): the "mixed" objective of
     /// Paulus et al. (ICLR 2018), which keeps the fine-tuned model near the references' language.
     pub xe_weight: f32,
+    /// Take the policy gradient of the tempered distribution the samples were drawn from,
+    /// `log softmax(logits / temperature)` (the default), instead of the model's own
+    /// `log softmax(logits)`. `false` is the update of every preset before session 24 (set it
+    /// to retrain or resume one of those as it ran then): for samples drawn at temperature 0.5
+    /// it moves the untempered distribution, whose tail the samples hardly ever visit, and in
+    /// three epochs its dev loss rose four times as much as with the tempered update
+    /// (models/README.md, session 24). At temperature 1 both are the same.
+    pub tempered_log_probs: bool,
 }
 
 impl Default for ScstConfig {
@@ -97,6 +106,7 @@ impl Default for ScstConfig {
             meteor_data: String::new(),
             dropout: false,
             xe_weight: 0.0,
+            tempered_log_probs: true,
         }
     }
 }
@@ -510,13 +520,14 @@ mod tests {
             (s.bleu_weight, s.bleu_order, s.dropout, s.xe_weight),
             (0.0, 4, false, 0.0)
         );
+        assert!(s.tempered_log_probs);
         let again = Preset::from_toml(&p.to_toml(), Path::new("t.toml")).unwrap();
         assert_eq!(again, p);
         let p = Preset::from_toml(
             &format!(
                 "{SCST}samples = 3\nbaseline = \"mean\"\nmax_words = 12\ntemperature = 0.7\n\
                  bleu_weight = 0.5\nbleu_order = 1\nmeteor_weight = 2.0\nmeteor_data = \"m\"\n\
-                 dropout = true\nxe_weight = 0.1\n"
+                 dropout = true\nxe_weight = 0.1\ntempered_log_probs = false\n"
             ),
             Path::new("s.toml"),
         )
@@ -530,6 +541,7 @@ mod tests {
         assert_eq!((s.meteor_weight, s.meteor_data.as_str()), (2.0, "m"));
         assert!(s.dropout);
         assert_eq!(s.xe_weight, 0.1);
+        assert!(!s.tempered_log_probs);
         for (bad, key) in [
             ("bleu_order = 5", "bleu_order"),
             ("bleu_order = 0", "bleu_order"),

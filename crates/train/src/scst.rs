@@ -17,11 +17,13 @@
 //! 4. feeds the samples back through the decoder's teacher-forced pass with the advantages
 //!    `r - b` as per-caption weights ([`TeacherBatch::weights`]), which minimises
 //!    `-Σ_i (r_i - b_i) Σ_t log p(w_{i,t})` (`<end>` included when sampled) divided by the number
-//!    of sampled tokens. By default that pass runs without dropout too, so its log-probabilities
-//!    are those the samples were drawn from; with `[scst] dropout` it applies the decoder's
-//!    dropout, as phase 1's cross-entropy pass does, and so maximises the advantage-weighted
-//!    log-likelihood averaged over dropout masks. It never adds `sat`'s attention regulariser
-//!    (weighted passes leave it out).
+//!    of sampled tokens. By default that pass runs without dropout too; with `[scst] dropout` it
+//!    applies the decoder's dropout, as phase 1's cross-entropy pass does, and so maximises the
+//!    advantage-weighted log-likelihood averaged over dropout masks. With `[scst]
+//!    tempered_log_probs` (the default) and no dropout, its log-probabilities are exactly those
+//!    the samples were drawn from, `log softmax(logits / temperature)`; with it off they are the
+//!    untempered `log softmax(logits)`, which differ whenever the temperature is not 1. It never
+//!    adds `sat`'s attention regulariser (weighted passes leave it out).
 
 use crate::preset::{Baseline, ScstConfig};
 use crate::TrainError;
@@ -269,6 +271,11 @@ impl Scst {
         let opts = PassOptions {
             label_smoothing: 0.0,
             train: self.cfg.dropout,
+            temperature: if self.cfg.tempered_log_probs {
+                self.cfg.temperature
+            } else {
+                1.0
+            },
         };
         let pass = decoder.forward(&rep, &batch, &opts, true, rng)?;
         Ok(ScstStats {
@@ -418,8 +425,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn dropout_changes_the_policy_gradient_pass_but_not_the_samples() {
+    /// One step of a tiny `sat` decoder (dropout 0.5) on [`two_images`], seeded the same way
+    /// every call.
+    fn tiny_sat_step(cfg: &ScstConfig) -> ScstStats {
         use captioner_decode::{DecoderConfig, ModelDims};
         use rand::SeedableRng;
         let train = two_images();
@@ -443,17 +451,22 @@ mod tests {
             spatial: Some(&spatial),
             cells: 4,
         };
+        let mut scst = Scst::new(cfg, &train).unwrap();
+        let mut decoder = model.build(dims, 1).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        scst.step(&mut *decoder, &vocab, &feats, &[0, 1], &mut rng)
+            .unwrap()
+    }
+
+    #[test]
+    fn dropout_changes_the_policy_gradient_pass_but_not_the_samples() {
         let run = |dropout: bool| {
             let cfg = ScstConfig {
                 baseline: Baseline::Mean,
                 dropout,
                 ..ScstConfig::default()
             };
-            let mut scst = Scst::new(&cfg, &train).unwrap();
-            let mut decoder = model.build(dims, 1).unwrap();
-            let mut rng = ChaCha8Rng::seed_from_u64(9);
-            scst.step(&mut *decoder, &vocab, &feats, &[0, 1], &mut rng)
-                .unwrap()
+            tiny_sat_step(&cfg)
         };
         let (plain, again, dropped) = (run(false), run(true), run(true));
         let plain_again = run(false);
@@ -465,6 +478,25 @@ mod tests {
         assert_eq!(plain.pass.loss, plain_again.pass.loss);
         assert_eq!(again.pass.loss, dropped.pass.loss);
         assert_ne!(plain.pass.loss, dropped.pass.loss);
+    }
+
+    #[test]
+    fn tempered_log_probs_change_the_policy_gradient_pass_but_not_the_samples() {
+        let run = |tempered_log_probs: bool, temperature: f32| {
+            let cfg = ScstConfig {
+                baseline: Baseline::Mean,
+                temperature,
+                tempered_log_probs,
+                ..ScstConfig::default()
+            };
+            tiny_sat_step(&cfg)
+        };
+        let (plain, tempered) = (run(false, 0.5), run(true, 0.5));
+        assert_eq!(plain.reward, tempered.reward);
+        assert_eq!(plain.samples, tempered.samples);
+        assert_ne!(plain.pass.loss, tempered.pass.loss);
+        // At temperature 1 both are the model's own distribution.
+        assert_eq!(run(false, 1.0).pass.loss, run(true, 1.0).pass.loss);
     }
 
     #[test]

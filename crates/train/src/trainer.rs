@@ -274,6 +274,7 @@ fn validate(
     let opts = PassOptions {
         label_smoothing: smoothing,
         train: false,
+        ..PassOptions::default()
     };
     for batch in batcher.epoch(0) {
         source.gather(&batch.images, &mut rows)?;
@@ -571,6 +572,7 @@ pub fn train(
     let opts = PassOptions {
         label_smoothing: t.label_smoothing,
         train: true,
+        ..PassOptions::default()
     };
     let mut rows = FeatureRows::default();
     let mut reports = Vec::new();

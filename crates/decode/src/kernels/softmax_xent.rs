@@ -25,6 +25,11 @@ pub struct XentConfig {
     /// PyTorch `label_smoothing` in `[0, 1)`: the target distribution is
     /// `(1 - ε)·onehot + ε/V`.
     pub label_smoothing: f32,
+    /// Softmax temperature `T > 0`: the loss is that of the logits divided by `T`, and the
+    /// gradients are those of the raw logits (so they carry the factor `1/T`). Self-critical
+    /// training scores its samples with the distribution they were drawn from, which at a
+    /// sampling temperature below 1 is not the plain softmax. 1 changes nothing, bit for bit.
+    pub temperature: f32,
     /// Rows whose target equals this id (the padding token) contribute neither loss nor gradient.
     pub ignore_index: Option<u32>,
     /// Rows per chunk at most; bounds the logits workspace to `chunk_rows * V` floats. The rows
@@ -36,6 +41,7 @@ impl Default for XentConfig {
     fn default() -> Self {
         Self {
             label_smoothing: 0.0,
+            temperature: 1.0,
             ignore_index: None,
             // Measured on the issue-5 shapes (V = 8,000, D = 512): the three GEMMs run at 100-140
             // GFLOP/s on 128-256 rows and 175-198 on 1,024-1,280 (2 threads), so a training batch
@@ -109,20 +115,21 @@ const LANES: usize = 16;
 
 multiversion! {
     /// One row: logits without the bias in (the bias is added here, in the pass that reads the
-    /// row anyway), (unweighted) loss out; with `grad` the row becomes
-    /// `grad_scale * (softmax - target_distribution)` and is added into `db` (the bias gradient,
-    /// summed here while the row is in cache instead of in another pass over all the logits).
-    fn row_xent(row: &mut [f32], bias: &[f32], target: usize, smoothing: f32, grad: bool, grad_scale: f32, db: &mut [f32]) -> f64 {
+    /// row anyway, and the sum scaled by `inv_temperature`), (unweighted) loss out; with `grad`
+    /// the row becomes `grad_scale * (softmax - target_distribution)` and is added into `db` (the
+    /// bias gradient, summed here while the row is in cache instead of in another pass over all
+    /// the logits). The caller folds `1/T` into `grad_scale`.
+    fn row_xent(row: &mut [f32], bias: &[f32], target: usize, smoothing: f32, inv_temperature: f32, grad: bool, grad_scale: f32, db: &mut [f32]) -> f64 {
         let v = row.len() as f32;
         let bias = &bias[..row.len()];
-        let l_y = row[target] + bias[target];
+        let l_y = (row[target] + bias[target]) * inv_temperature;
         let mut mx = [f32::NEG_INFINITY; LANES];
         let mut sl = [0f32; LANES];
         let mut chunks = row.chunks_exact_mut(LANES);
         let mut bias_chunks = bias.chunks_exact(LANES);
         for (c, b) in (&mut chunks).zip(&mut bias_chunks) {
             for k in 0..LANES {
-                let l = c[k] + b[k];
+                let l = (c[k] + b[k]) * inv_temperature;
                 c[k] = l;
                 mx[k] = mx[k].max(l);
                 sl[k] += l;
@@ -131,7 +138,7 @@ multiversion! {
         let mut m = mx.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         let mut sum_l: f32 = sl.iter().sum();
         for (l, b) in chunks.into_remainder().iter_mut().zip(bias_chunks.remainder()) {
-            *l += b;
+            *l = (*l + b) * inv_temperature;
             m = m.max(*l);
             sum_l += *l;
         }
@@ -214,7 +221,12 @@ pub fn linear_xent_weighted(
     if let Some(rw) = row_weights {
         check_len("xent row weights", rw.len(), n)?;
     }
-    if !(0.0..1.0).contains(&cfg.label_smoothing) || cfg.chunk_rows == 0 || v == 0 {
+    let temperature_ok = cfg.temperature.is_finite() && cfg.temperature > 0.0;
+    if !(0.0..1.0).contains(&cfg.label_smoothing)
+        || !temperature_ok
+        || cfg.chunk_rows == 0
+        || v == 0
+    {
         return Err(KernelError::Invalid(format!(
             "xent config {cfg:?} with vocab {v}"
         )));
@@ -253,7 +265,12 @@ pub fn linear_xent_weighted(
         return Ok(XentStats::default());
     }
     let want_grad = grads.is_some();
-    let grad_scale = if want_grad { 1.0 / n_valid as f32 } else { 0.0 };
+    let inv_temperature = 1.0 / cfg.temperature;
+    let grad_scale = if want_grad {
+        inv_temperature / n_valid as f32
+    } else {
+        0.0
+    };
     let chunk = n_valid.div_ceil(n_valid.div_ceil(cfg.chunk_rows));
     ws.logits.resize(chunk * v, 0.0);
     ws.xc.resize(chunk * d, 0.0);
@@ -291,6 +308,7 @@ pub fn linear_xent_weighted(
                         b,
                         targets[r] as usize,
                         smoothing,
+                        inv_temperature,
                         want_grad,
                         grad_scale * wt,
                         db,
@@ -355,6 +373,7 @@ pub fn linear_xent_weighted_ref(
         vocab: v,
     } = *dims;
     let eps = cfg.label_smoothing as f64;
+    let inv_t = 1.0 / cfg.temperature as f64;
     let valid: Vec<usize> = (0..n)
         .filter(|&r| Some(targets[r]) != cfg.ignore_index)
         .collect();
@@ -364,10 +383,11 @@ pub fn linear_xent_weighted_ref(
     for &r in &valid {
         let logits: Vec<f64> = (0..v)
             .map(|j| {
-                b[j] as f64
+                (b[j] as f64
                     + (0..d)
                         .map(|k| x[r * d + k] as f64 * w[j * d + k] as f64)
-                        .sum::<f64>()
+                        .sum::<f64>())
+                    * inv_t
             })
             .collect();
         let mx = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -377,7 +397,7 @@ pub fn linear_xent_weighted_ref(
         for (j, &l) in logits.iter().enumerate() {
             let q = eps / v as f64 + if j == y { 1.0 - eps } else { 0.0 };
             total += wt * q * (lse - l);
-            let g = wt * ((l - lse).exp() - q) / nv;
+            let g = wt * inv_t * ((l - lse).exp() - q) / nv;
             db[j] += g;
             for k in 0..d {
                 dw[j * d + k] += g * x[r * d + k] as f64;

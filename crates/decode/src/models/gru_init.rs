@@ -313,6 +313,7 @@ impl Decoder for GruInit {
         };
         let xcfg = XentConfig {
             label_smoothing: opts.label_smoothing,
+            temperature: opts.temperature,
             ignore_index: Some(PAD_ID),
             ..XentConfig::default()
         };

@@ -339,6 +339,7 @@ impl Decoder for MergeLstm {
         };
         let xcfg = XentConfig {
             label_smoothing: opts.label_smoothing,
+            temperature: opts.temperature,
             ignore_index: Some(PAD_ID),
             ..XentConfig::default()
         };

@@ -1032,6 +1032,7 @@ impl Decoder for Sat {
         };
         let xcfg = XentConfig {
             label_smoothing: opts.label_smoothing,
+            temperature: opts.temperature,
             ignore_index: Some(PAD_ID),
             ..XentConfig::default()
         };

@@ -308,6 +308,12 @@ impl Transformer {
                 opts.label_smoothing
             )));
         }
+        if !(opts.temperature.is_finite() && opts.temperature > 0.0) {
+            return Err(DecodeError::Config(format!(
+                "softmax temperature {} must be finite and > 0",
+                opts.temperature
+            )));
+        }
         let (b, t) = (batch.batch, batch.time);
         let valid = batch.valid_targets();
         let (net, vars) = self.net(grads)?;
@@ -322,6 +328,7 @@ impl Transformer {
         let (loss, loss_value) = if self.dtype == DType::F32 && row_weights.is_none() {
             let cfg = XentConfig {
                 label_smoothing: opts.label_smoothing,
+                temperature: opts.temperature,
                 ignore_index: Some(PAD_ID),
                 ..XentConfig::default()
             };
@@ -334,13 +341,7 @@ impl Transformer {
         } else {
             // Weighted (policy-gradient) batches take the plain candle loss in either dtype: the
             // fused op has no per-row weights.
-            let loss = net.plain_loss(
-                &h,
-                batch.targets,
-                opts.label_smoothing,
-                valid,
-                row_weights.as_deref(),
-            )?;
+            let loss = net.plain_loss(&h, batch.targets, opts, valid, row_weights.as_deref())?;
             let v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             (loss, v)
         };
@@ -659,15 +660,18 @@ impl Net {
         &self,
         h: &Tensor,
         targets: &[u32],
-        smoothing: f32,
+        opts: &PassOptions,
         valid: usize,
         row_weights: Option<&[f32]>,
     ) -> Result<Tensor, DecodeError> {
-        let logits = self.linear(h, self.idx.fc)?;
+        let mut logits = self.linear(h, self.idx.fc)?;
+        if opts.temperature != 1.0 {
+            logits = logits.affine(1.0 / opts.temperature as f64, 0.0)?;
+        }
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let tg = Tensor::from_slice(targets, (targets.len(), 1), &Device::Cpu)?;
         let picked = logp.gather(&tg, 1)?.squeeze(1)?;
-        let eps = smoothing as f64;
+        let eps = opts.label_smoothing as f64;
         let mean_all = logp.mean(1)?;
         // -(1-eps) logp[y] - eps * mean_v logp[v]  (PyTorch's smoothing: eps/V on every class).
         let nll =

@@ -1,7 +1,8 @@
 //! The contract every decoder over pooled image vectors (`gru-init`, `merge-lstm`) must keep:
 //! gradients against finite differences, gradient accumulation, teacher forcing against step-wise
 //! generation, `select` for beams, and a tiny training run that learns its captions. Each test
-//! file builds its own model and calls these.
+//! file builds its own model and calls these; the attention decoders' tests use only
+//! [`tempered_nll`].
 
 #![allow(dead_code)] // Each test file uses a different subset.
 
@@ -183,40 +184,49 @@ pub fn check_gradients_accumulate(m: &mut dyn Decoder) {
     }
 }
 
-/// The teacher-forced loss equals the mean NLL of the same tokens fed one step at a time.
+/// `-log softmax(row / temperature)[target]` of a row of log-probabilities (`log softmax(l)`
+/// differs from the logits `l` by a constant, so it gives the tempered softmax of `l` too).
+pub fn tempered_nll(row: &[f32], target: usize, temperature: f64) -> f64 {
+    let z: Vec<f64> = row.iter().map(|&x| x as f64 / temperature).collect();
+    let mx = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let lse = mx + z.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
+    lse - z[target]
+}
+
+/// The teacher-forced loss equals the mean NLL of the same tokens fed one step at a time, at
+/// the model's own temperature and at a sampling temperature.
 pub fn check_stepwise_matches_teacher_forcing(m: &mut dyn Decoder) {
     let (pooled, inputs, targets) = data(7);
-    let loss = loss_of(
-        m,
-        &pooled,
-        &inputs,
-        &targets,
-        &PassOptions::default(),
-        false,
-    ) as f64;
-    let mut st = m.start(&feats(&pooled)).unwrap();
-    assert_eq!(st.rows(), B);
-    let mut lp = vec![0f32; B * V];
-    let (mut sum, mut n) = (0f64, 0usize);
-    for t in 0..T {
-        let toks: Vec<u32> = (0..B).map(|b| inputs[b * T + t]).collect();
-        st.step(&toks, &mut lp, None).unwrap();
-        for b in 0..B {
-            let row = &lp[b * V..(b + 1) * V];
-            let z: f64 = row.iter().map(|&x| (x as f64).exp()).sum();
-            assert!((z - 1.0).abs() < 1e-4, "log_softmax row sums to {z}");
-            let y = targets[b * T + t];
-            if y != 0 {
-                sum -= row[y as usize] as f64;
-                n += 1;
+    for temperature in [1.0, 0.5] {
+        let opts = PassOptions {
+            temperature,
+            ..PassOptions::default()
+        };
+        let loss = loss_of(m, &pooled, &inputs, &targets, &opts, false) as f64;
+        let mut st = m.start(&feats(&pooled)).unwrap();
+        assert_eq!(st.rows(), B);
+        let mut lp = vec![0f32; B * V];
+        let (mut sum, mut n) = (0f64, 0usize);
+        for t in 0..T {
+            let toks: Vec<u32> = (0..B).map(|b| inputs[b * T + t]).collect();
+            st.step(&toks, &mut lp, None).unwrap();
+            for b in 0..B {
+                let row = &lp[b * V..(b + 1) * V];
+                let z: f64 = row.iter().map(|&x| (x as f64).exp()).sum();
+                assert!((z - 1.0).abs() < 1e-4, "log_softmax row sums to {z}");
+                let y = targets[b * T + t];
+                if y != 0 {
+                    sum += tempered_nll(row, y as usize, temperature as f64);
+                    n += 1;
+                }
             }
         }
+        let stepped = sum / n as f64;
+        assert!(
+            (stepped - loss).abs() <= 1e-4 * loss.abs(),
+            "T {temperature}: step-wise NLL {stepped} vs teacher-forced loss {loss}"
+        );
     }
-    let stepped = sum / n as f64;
-    assert!(
-        (stepped - loss).abs() <= 1e-4 * loss.abs(),
-        "step-wise NLL {stepped} vs teacher-forced loss {loss}"
-    );
 }
 
 /// `select` reorders and duplicates rows of a decoding state, as beam search needs.
@@ -269,6 +279,7 @@ pub fn check_learns_captions(m: &mut dyn Decoder) {
     let train = PassOptions {
         label_smoothing: 0.0,
         train: true,
+        ..PassOptions::default()
     };
     let before = loss_of(m, &pooled, &inputs, &targets, &eval, false);
     let mut opt = Adam::new(m.params().len(), AdamConfig::adam(2e-2));
@@ -330,6 +341,7 @@ pub fn time_training_step(name: &str, m: &mut dyn Decoder, v: usize, f: usize) {
     let opts = PassOptions {
         label_smoothing: 0.0,
         train: true,
+        ..PassOptions::default()
     };
     let mut opt = Adam::new(m.params().len(), AdamConfig::adam(1e-3));
     let mut times = Vec::new();
