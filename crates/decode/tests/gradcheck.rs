@@ -400,54 +400,31 @@ fn xent_rejects_bad_targets_and_shapes() {
         vocab: 3,
     };
     let mut ws = XentWorkspace::new();
+    // Two rows of `x` (2 x 2), a 3-word projection, and the given targets and config.
+    let mut loss = |x_len: usize, targets: &[u32], cfg: &XentConfig| {
+        let x = vec![0.0; x_len];
+        linear_xent(&dims, &x, &[0.0; 6], &[0.0; 3], targets, cfg, None, &mut ws)
+    };
     let cfg = XentConfig::default();
-    let err = linear_xent(
-        &dims,
-        &[0.0; 4],
-        &[0.0; 6],
-        &[0.0; 3],
-        &[1, 3],
-        &cfg,
-        None,
-        &mut ws,
-    );
     assert!(matches!(
-        err,
+        loss(4, &[1, 3], &cfg),
         Err(captioner_decode::KernelError::Target {
             row: 1,
             target: 3,
             ..
         })
     ));
-    let err = linear_xent(
-        &dims,
-        &[0.0; 3],
-        &[0.0; 6],
-        &[0.0; 3],
-        &[1, 2],
-        &cfg,
-        None,
-        &mut ws,
-    );
     assert!(matches!(
-        err,
+        loss(3, &[1, 2], &cfg),
         Err(captioner_decode::KernelError::Len { .. })
     ));
+    assert!(loss(4, &[1, 2], &cfg).is_ok());
     for temperature in [0.0, -1.0, f32::NAN, f32::INFINITY] {
         let cfg = XentConfig {
             temperature,
             ..XentConfig::default()
         };
-        let err = linear_xent(
-            &dims,
-            &[0.0; 4],
-            &[0.0; 6],
-            &[0.0; 3],
-            &[1, 2],
-            &cfg,
-            None,
-            &mut ws,
-        );
+        let err = loss(4, &[1, 2], &cfg);
         assert!(
             matches!(err, Err(captioner_decode::KernelError::Invalid(_))),
             "temperature {temperature}: {err:?}"
