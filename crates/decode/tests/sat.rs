@@ -177,40 +177,38 @@ fn gradcheck(cfg: &SatConfig, opts: PassOptions, tol: f64) {
     }
 }
 
-#[test]
-fn gradients_match_finite_differences_with_regulariser() {
-    let opts = PassOptions {
+/// Label smoothing without dropout, as validation with smoothing runs.
+fn smoothed_eval() -> PassOptions {
+    PassOptions {
         label_smoothing: 0.1,
         train: false,
         ..PassOptions::default()
-    };
-    gradcheck(&tiny_cfg(0.0, 0.7), opts, 2e-2);
+    }
+}
+
+/// Dropout on, no smoothing, as phase 1 trains.
+fn dropout_training() -> PassOptions {
+    PassOptions {
+        label_smoothing: 0.0,
+        train: true,
+        ..PassOptions::default()
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences_with_regulariser() {
+    gradcheck(&tiny_cfg(0.0, 0.7), smoothed_eval(), 2e-2);
 }
 
 #[test]
 fn gradients_match_finite_differences_with_dropout() {
-    let opts = PassOptions {
-        label_smoothing: 0.0,
-        train: true,
-        ..PassOptions::default()
-    };
-    gradcheck(&tiny_cfg(0.3, 1.0), opts, 2e-2);
+    gradcheck(&tiny_cfg(0.3, 1.0), dropout_training(), 2e-2);
 }
 
 #[test]
 fn gradients_match_finite_differences_with_the_deep_output() {
-    let opts = PassOptions {
-        label_smoothing: 0.0,
-        train: true,
-        ..PassOptions::default()
-    };
-    gradcheck(&tiny_deep_cfg(0.3, 1.0), opts, 2e-2);
-    let opts = PassOptions {
-        label_smoothing: 0.1,
-        train: false,
-        ..PassOptions::default()
-    };
-    gradcheck(&tiny_deep_cfg(0.0, 0.7), opts, 2e-2);
+    gradcheck(&tiny_deep_cfg(0.3, 1.0), dropout_training(), 2e-2);
+    gradcheck(&tiny_deep_cfg(0.0, 0.7), smoothed_eval(), 2e-2);
 }
 
 #[test]

@@ -380,6 +380,17 @@ fn scaled_pass(
     (st, m.params().grads.clone())
 }
 
+/// `got` matches `expected` to 1e-4 of the largest expected gradient, which must not be tiny.
+fn assert_gradients_close(what: &str, got: &[f32], expected: &[f64]) {
+    let largest = expected.iter().fold(0f64, |a, g| a.max(g.abs()));
+    assert!(largest > 1e-3, "{what}: no gradient to compare");
+    let worst = max_abs_diff(got, expected);
+    assert!(
+        worst < 1e-4 * (1.0 + largest),
+        "{what} gradients off by {worst} (largest {largest})"
+    );
+}
+
 /// The weighted pass of `weighted` equals `Σ_b w_b n_b (pass of row b alone) / N` computed with
 /// `plain` (the same weights; for `sat` without the attention regulariser, which weighted passes
 /// leave out), at the model's own temperature and at the sampling temperature 0.5 that
@@ -403,12 +414,10 @@ fn check_weighted_pass(weighted: &mut dyn Decoder, plain: &mut dyn Decoder) {
             (loss - exp_loss).abs() < 1e-4 * (1.0 + exp_loss.abs()),
             "{kind} T {temperature}: weighted loss {loss} vs {exp_loss}"
         );
-        let scale = exp_grads.iter().fold(0f64, |a, g| a.max(g.abs()));
-        assert!(scale > 1e-3, "{kind}: no gradient to compare");
-        let worst = max_abs_diff(&grads, &exp_grads);
-        assert!(
-            worst < 1e-4 * (1.0 + scale),
-            "{kind} T {temperature}: weighted gradients off by {worst} (largest {scale})"
+        assert_gradients_close(
+            &format!("{kind} T {temperature}: weighted"),
+            &grads,
+            &exp_grads,
         );
         // Unweighted passes are unchanged by the new field: weights of 1 give the same numbers.
         let (l1, _, g1) = pass(weighted, &c, &[0, 1, 2], Some(&[1.0; B]), temperature);
@@ -488,13 +497,7 @@ fn check_loss_scale(m: &mut dyn Decoder, xent_only: &mut dyn Decoder) {
     // g(2.5) - g(1) = 1.5 g_xent.
     let diff: Vec<f32> = g2.iter().zip(&g1).map(|(a, b)| a - b).collect();
     let expected: Vec<f64> = gx.iter().map(|&g| 1.5 * g as f64).collect();
-    let largest = expected.iter().fold(0f64, |a, g| a.max(g.abs()));
-    assert!(largest > 1e-3, "{kind}: no gradient to compare");
-    let worst = max_abs_diff(&diff, &expected);
-    assert!(
-        worst < 1e-4 * (1.0 + largest),
-        "{kind}: scaled gradients off by {worst} (largest {largest})"
-    );
+    assert_gradients_close(&format!("{kind}: scaled"), &diff, &expected);
 }
 
 #[test]

@@ -565,7 +565,27 @@ struct Mat<'a> {
     cs: usize,
 }
 
-impl Mat<'_> {
+impl<'a> Mat<'a> {
+    /// A whole row-major buffer of `cols` columns, as it is.
+    fn row_major(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            off: 0,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// A whole row-major buffer of `cols` columns, transposed (`[cols, rows]`).
+    fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Self {
+            data,
+            off: 0,
+            rs: 1,
+            cs: cols,
+        }
+    }
+
     fn check(&self, what: &str, rows: usize, cols: usize) -> Result<(), KernelError> {
         if rows == 0 || cols == 0 {
             return Ok(());
@@ -990,12 +1010,7 @@ impl Decoder for Sat {
                 true,
             )?;
             let awe = input_block(&wk.xcat, &sz, false);
-            let ctx_w_t = Mat {
-                data: dw.ctx_w,
-                off: 0,
-                rs: 1,
-                cs: f,
-            };
+            let ctx_w_t = Mat::transposed(dw.ctx_w, f);
             gemm_view(n, e, f, 1.0, awe, ctx_w_t, &mut wk.deep_o, true)?;
             for u in wk.deep_o.iter_mut() {
                 *u = u.tanh();
@@ -1121,12 +1136,7 @@ impl Decoder for Sat {
                 true,
             )?;
             add_col_sums(&wk.d_out, e, gv.take(ids_deep.h_b)?);
-            let du_t = Mat {
-                data: &wk.d_out,
-                off: 0,
-                rs: 1,
-                cs: e,
-            };
+            let du_t = Mat::transposed(&wk.d_out, e);
             let awe = input_block(&wk.xcat, &sz, false);
             gemm_view(e, f, n, 1.0, du_t, awe, gv.take(ids_deep.ctx_w)?, true)?;
         }
@@ -1314,12 +1324,7 @@ impl Decoder for Sat {
             }
         }
         sized(&mut wk.dx, n * e);
-        let dgm = Mat {
-            data: &wk.dgates,
-            off: 0,
-            rs: g4,
-            cs: 1,
-        };
+        let dgm = Mat::row_major(&wk.dgates, g4);
         gemm_view(
             n,
             e,
