@@ -56,26 +56,28 @@ def main():
     ids = sorted(a)
     if not ids:
         sys.exit("no images")
-    columns = {
-        "A": [100 * a[i] for i in ids],
-        "B": [100 * b[i] for i in ids],
-        "A - B": [100 * (a[i] - b[i]) for i in ids],
-    }
+    scores_a = [100 * a[i] for i in ids]
+    scores_b = [100 * b[i] for i in ids]
     n = len(ids)
     rng = random.Random(args.seed)
-    resampled = {name: [] for name in columns}
+    # Both models on the same draw: the difference of a draw is the difference of its two means.
+    draws = {"A": [], "B": [], "A - B": []}
     for _ in range(args.resamples):
         draw = [rng.randrange(n) for _ in range(n)]
-        for name, values in columns.items():
-            resampled[name].append(sum(values[k] for k in draw) / n)
+        mean_a = sum(scores_a[k] for k in draw) / n
+        mean_b = sum(scores_b[k] for k in draw) / n
+        draws["A"].append(mean_a)
+        draws["B"].append(mean_b)
+        draws["A - B"].append(mean_a - mean_b)
+    full = {"A": sum(scores_a) / n, "B": sum(scores_b) / n}
+    full["A - B"] = full["A"] - full["B"]
     print(f"{args.metric} over {n} images, 95% bootstrap intervals ({args.resamples} resamples):")
-    for name, values in columns.items():
-        means = sorted(resampled[name])
+    for name, means in draws.items():
+        means.sort()
         low = means[int(0.025 * (args.resamples - 1))]
         high = means[int(0.975 * (args.resamples - 1))]
         sign = "+" if name == "A - B" else ""
-        print(f"  {name:5} {sum(values) / n:{sign}7.2f}  [{low:{sign}.2f}, {high:{sign}.2f}]")
-
+        print(f"  {name:5} {full[name]:{sign}7.2f}  [{low:{sign}.2f}, {high:{sign}.2f}]")
 
 if __name__ == "__main__":
     main()
